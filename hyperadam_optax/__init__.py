@@ -1,0 +1,25 @@
+"""hyperadam_optax: HyperAdam (Wang, Sun & Xu, AAAI 2019) and learned optimizers for optax."""
+
+from hyperadam_optax._hyperadam import HyperAdamState, hyperadam, scale_by_hyperadam
+from hyperadam_optax._meta_params import (
+    HyperAdamParams,
+    adam_meta_params,
+    init_meta_params,
+)
+from hyperadam_optax._pretrained import PretrainedWeightsUnavailableError, load_pretrained
+from hyperadam_optax._serialization import load_meta_params, save_meta_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HyperAdamParams",
+    "HyperAdamState",
+    "PretrainedWeightsUnavailableError",
+    "adam_meta_params",
+    "hyperadam",
+    "init_meta_params",
+    "load_meta_params",
+    "load_pretrained",
+    "save_meta_params",
+    "scale_by_hyperadam",
+]

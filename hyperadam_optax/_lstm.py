@@ -1,0 +1,51 @@
+"""Coordinatewise LSTM cell shared by the learned optimizers.
+
+Every optimizee coordinate runs its own copy of the same small LSTM (the weights are
+shared, the state is per coordinate), so the cell works on 2-D arrays of shape
+``(n_coordinates, features)`` and its cost is two skinny matmuls per step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def lstm_bias_init(hidden: int, forget_bias: float = 1.0, dtype=jnp.float32) -> jax.Array:
+    """Gate biases of shape ``(4 * hidden,)``: zero except the forget gate.
+
+    The gate order is ``(i, g, f, o)`` as in TensorFlow's ``LSTMCell``, whose
+    ``forget_bias=1.0`` the authors' code used; here it is a learnable initial value.
+    """
+    b = jnp.zeros((4 * hidden,), dtype)
+    return b.at[2 * hidden : 3 * hidden].set(forget_bias)
+
+
+def lstm_step(
+    x: jax.Array,
+    h: jax.Array,
+    c: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """One LSTM step for every coordinate.
+
+    ``z = [x, h] @ kernel + bias`` split into gates ``(i, g, f, o)``;
+    ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')``.
+
+    Args:
+      x: inputs, shape ``(n, d_in)``.
+      h, c: hidden and cell state, shape ``(n, H)``.
+      kernel: shape ``(d_in + H, 4H)``; the concatenation ``[x, h]`` is never built,
+        the kernel is split into its input and recurrent blocks instead.
+      bias: shape ``(4H,)``.
+
+    Returns:
+      ``(h', c')``, each of shape ``(n, H)``.
+    """
+    d_in = x.shape[-1]
+    z = x @ kernel[:d_in] + h @ kernel[d_in:] + bias[None, :]
+    i, g, f, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return h, c

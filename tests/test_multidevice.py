@@ -1,0 +1,48 @@
+"""Sharded parameters across 8 forced CPU devices give the unsharded updates."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import hyperadam_optax as ha
+    assert jax.device_count() == 8, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    tx = ha.hyperadam(0.01, ha.init_meta_params(jax.random.key(0), 20, "paper"))
+    key = jax.random.key(1)
+    params = {"w": jax.random.normal(key, (64, 16)), "b": jnp.linspace(-1, 1, 16)}
+    grads = [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params) for i in range(5)]
+    shard = {"w": NamedSharding(mesh, P("data", None)), "b": NamedSharding(mesh, P())}
+
+    def run(params, grads):
+        state = tx.init(params)
+        step = jax.jit(tx.update)
+        outs = []
+        for g in grads:
+            u, state = step(g, state, params)
+            outs.append(u)
+        return outs, state
+
+    ref, _ = run(params, grads)
+    sp = jax.device_put(params, shard)
+    sg = [jax.device_put(g, shard) for g in grads]
+    got, state = run(sp, sg)
+    for a, b in zip(ref, got):
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7), a, b)
+    m_w = state[0].m["w"]
+    assert m_w.sharding.spec[0] == "data", m_w.sharding
+    assert got[-1]["w"].sharding.spec[0] == "data", got[-1]["w"].sharding
+    print("SHARDED_OK")
+""")
+
+
+def test_sharded_updates_equal_unsharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED_OK" in out.stdout
