@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hyperadam_optax._lstm import lstm_step
+from hyperadam_optax._lstm import lstm_step, sigmoid
 from hyperadam_optax._meta_params import HyperAdamParams, num_candidates
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
 
@@ -96,11 +96,9 @@ def scale_by_hyperadam(
         def zeros(p):
             return _state_leaf(p, j, dtype_of(p))
 
-        z = jax.tree.map(zeros, params)
-        return HyperAdamState(
-            count=jnp.zeros([], jnp.int32),
-            m=z, v=z, beta_hat=z, gamma_hat=z, h=z, c=z,
-        )
+        # Six separate buffers (not one shared), so the state can be donated to jit.
+        return HyperAdamState(jnp.zeros([], jnp.int32),
+                              *(jax.tree.map(zeros, params) for _ in range(6)))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -153,8 +151,8 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     for idx, (gi, mi, vi, bhi, ghi, si, (_, ci)) in enumerate(zip(g, m, v, bh, gh, s, lstm)):
         pre_m = mi @ w_m
         pre_s = si @ w_s + b_s
-        beta = jax.nn.sigmoid(pre_m[:, :j] + pre_s[:, :j])
-        gamma = jax.nn.sigmoid(pre_m[:, j:] + pre_s[:, j : 2 * j])
+        beta = sigmoid(pre_m[:, :j] + pre_s[:, :j])
+        gamma = sigmoid(pre_m[:, j:] + pre_s[:, j : 2 * j])
         rho = jax.nn.elu(pre_s[:, 2 * j :])
         gcol = gi[:, None]
         # Moments and bias corrections from the RAW gradient (lines 11-14).
@@ -163,7 +161,7 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
         bhi = beta * bhi + (1 - beta)
         ghi = gamma * ghi + (1 - gamma)
         # Candidates (lines 15-16) combined by the weight field (line 18).
-        m_hat = (mi / (bhi + eps)) / jnp.sqrt(vi / (ghi + eps) + eps)
+        m_hat = (mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps)
         d = jnp.sum(rho * m_hat, axis=-1)
         shape = grads[idx].shape
         out[0].append(d.reshape(shape).astype(grads[idx].dtype))

@@ -11,6 +11,13 @@ import jax
 import jax.numpy as jnp
 
 
+def sigmoid(x: jax.Array) -> jax.Array:
+    """``σ(x) = (1 + tanh(x / 2)) / 2``: the same function as ``jax.nn.sigmoid`` with one
+    transcendental instead of an exp and a division (about 8% faster per HyperAdam update
+    on CPU, benchmarks/update_step.py)."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def lstm_bias_init(hidden: int, forget_bias: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Gate biases of shape ``(4 * hidden,)``: zero except the forget gate.
 
@@ -46,6 +53,6 @@ def lstm_step(
     d_in = x.shape[-1]
     z = x @ kernel[:d_in] + h @ kernel[d_in:] + bias[None, :]
     i, g, f, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+    h = sigmoid(o) * jnp.tanh(c)
     return h, c

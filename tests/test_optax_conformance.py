@@ -235,6 +235,15 @@ def test_no_recompilation_and_extra_args(make_tx):
     assert len(traces) == 1
 
 
+def test_state_can_be_donated(make_tx):
+    tx, p, g = make_tx(0.01), _params(), _grads()
+    step = jax.jit(tx.update, donate_argnums=(1,))
+    state = tx.init(p)
+    for _ in range(3):
+        u, state = step(g, state, p)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+
+
 # Framework integration -----------------------------------------------------------------
 
 def _digits_batch():
