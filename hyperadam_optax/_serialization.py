@@ -6,7 +6,8 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 

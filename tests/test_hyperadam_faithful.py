@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference_hyperadam import ReferenceHyperAdam
 
 import hyperadam_optax as ha
-from reference_hyperadam import ReferenceHyperAdam
 
 
 def _gradient_sequence(key, shapes, steps):
