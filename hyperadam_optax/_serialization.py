@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from hyperadam_optax._checkpoint import atomic_write
 from hyperadam_optax._meta_params import HyperAdamParams, expected_shapes
 
 _KIND_KEY = "__kind__"
@@ -46,16 +46,7 @@ def save_meta_params(path: str | os.PathLike, meta_params: NamedTuple,
     arrays = {name: np.asarray(v) for name, v in meta_params._asdict().items()}
     arrays[_KIND_KEY] = np.array(kind)
     arrays[_METADATA_KEY] = np.array(json.dumps(metadata or {}))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
 
 
 def load_meta_params(path: str | os.PathLike, *, with_metadata: bool = False):

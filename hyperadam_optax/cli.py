@@ -1,4 +1,4 @@
-"""Command line: ``hyperadam-optax demo``."""
+"""Command line: ``hyperadam-optax demo`` and ``hyperadam-optax meta-train``."""
 
 from __future__ import annotations
 
@@ -33,11 +33,66 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hyperadam-lr", type=_positive_float, default=0.005)
     demo.add_argument("--adam-lr", type=_positive_float, default=ADAM_LR)
     demo.add_argument("--out", default="demo.png", help="loss-curve PNG ('' for none)")
+
+    mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
+    mt.add_argument("--optimizer", default="hyperadam", help="hyperadam")
+    mt.add_argument("--task", default="mnist-mlp-rs",
+                    help="mnist-mlp-rs (the paper's problem), mnist-mlp, quadratic")
+    mt.add_argument("--init", default="paper", choices=["paper", "adam"],
+                    help="initial meta-parameters: the authors' init or the Adam warm start")
+    mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
+    mt.add_argument("--meta-steps", type=_positive_int, default=1000)
+    mt.add_argument("--meta-lr", type=_positive_float, default=1e-4)
+    mt.add_argument("--clip-norm", type=_positive_float, default=1.0,
+                    help="global-norm clipping of the meta-gradient")
+    mt.add_argument("--unroll", type=_positive_int, default=20)
+    mt.add_argument("--trajectory", type=_positive_int, default=100)
+    mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio"], default=None,
+                    help="default: the optimizer's paper (HyperAdam: mean)")
+    mt.add_argument("--second-order", action="store_true",
+                    help="differentiate through the optimizee gradient too")
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--out-dir", default="runs/meta-train")
+    mt.add_argument("--data-dir", default=None,
+                    help="directory with full MNIST (mnist.npz or IDX files); default: embedded")
+    mt.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    mt.add_argument("--checkpoint-every", type=_positive_int, default=100)
+    mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
+    mt.add_argument("--validation-tasks", type=_positive_int, default=4)
+    mt.add_argument("--no-progress", action="store_true")
     return parser
 
 
+def _meta_train(args, argv) -> None:
+    import shlex
+
+    from hyperadam_optax.meta_train import MetaTrainConfig
+    from hyperadam_optax.meta_train_run import meta_train
+
+    config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
+                             trajectory=args.trajectory, meta_loss=args.meta_loss,
+                             second_order=args.second_order, meta_lr=args.meta_lr,
+                             clip_norm=args.clip_norm)
+    command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
+    meta_train(optimizer=args.optimizer, task=args.task, init=args.init, config=config,
+               meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
+               data_dir=args.data_dir, resume=args.resume,
+               checkpoint_every=args.checkpoint_every, keep=args.keep,
+               validation_tasks=args.validation_tasks, progress=not args.no_progress,
+               command=command)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "meta-train":
+        try:
+            _meta_train(args, argv)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            parser.exit(2, f"hyperadam-optax meta-train: error: {e}\n")
     if args.command == "demo":
         from hyperadam_optax.demo import run_demo
 

@@ -58,3 +58,58 @@ def load_digits() -> Dataset:
         ) from e
     x, y = sk_load_digits(return_X_y=True)
     return Dataset((x / 16.0).astype(np.float32), y.astype(np.int32))
+
+
+def _read_idx(path) -> np.ndarray:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} but holds {data.size} values")
+    return data.reshape(dims)
+
+
+def load_mnist_dir(directory, split: str = "train") -> Dataset:
+    """Full MNIST from files the user already has (nothing is downloaded).
+
+    ``directory`` holds either ``mnist.npz`` (arrays ``x_train, y_train, x_test, y_test``,
+    the Keras layout) or the four IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``
+    (optionally ``.gz``). ``split`` is ``"train"`` or ``"test"``.
+    """
+    import os
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST data directory {directory!r} does not exist")
+    npz = os.path.join(directory, "mnist.npz")
+    if os.path.isfile(npz):
+        try:
+            with open(npz, "rb") as f, np.load(f, allow_pickle=False) as d:
+                x, y = d[f"x_{split}"], d[f"y_{split}"]
+        except (KeyError, OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{npz} is not a readable MNIST npz (x_{split}, y_{split}): {e}") \
+                from e
+    else:
+        prefix = "train" if split == "train" else "t10k"
+        found = {}
+        for kind, stem in (("x", f"{prefix}-images-idx3-ubyte"), ("y", f"{prefix}-labels-idx1-ubyte")):
+            for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+                if os.path.isfile(os.path.join(directory, name)):
+                    found[kind] = os.path.join(directory, name)
+                    break
+            else:
+                raise FileNotFoundError(
+                    f"{directory!r} has neither mnist.npz nor {stem}[.gz]")
+        x, y = _read_idx(found["x"]), _read_idx(found["y"])
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
+        raise ValueError(f"MNIST {split} images must be (N, 28, 28) with N labels; found images "
+                         f"{x.shape} and {np.shape(y)} labels")
+    return Dataset((x.reshape(len(x), 784) / 255.0).astype(np.float32),
+                   np.asarray(y).astype(np.int32))

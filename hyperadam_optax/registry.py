@@ -1,0 +1,52 @@
+"""Named learned optimizers and task families (what the CLI's names refer to)."""
+
+from __future__ import annotations
+
+import functools
+
+from hyperadam_optax._hyperadam import hyperadam
+from hyperadam_optax._meta_params import init_meta_params
+from hyperadam_optax.meta_train import LearnedOptimizer
+from hyperadam_optax.tasks import TaskFamily, mnist_mlp, random_quadratics, random_scaling_with_convex
+
+
+def hyperadam_learned(learning_rate: float = 0.005, num_candidates: int = 20,
+                      init: str = "paper") -> LearnedOptimizer:
+    """HyperAdam for meta-training: α = 0.005, J = 20, mean-of-losses meta-loss (authors' code)."""
+    return LearnedOptimizer(
+        name="hyperadam",
+        init_meta_params=functools.partial(init_meta_params, num_candidates=num_candidates,
+                                           init=init),
+        make=lambda theta: hyperadam(learning_rate, theta),
+        meta_loss="mean",
+    )
+
+
+OPTIMIZERS = {"hyperadam": hyperadam_learned}
+
+#: Task name -> (builder taking the training data (x, y) or None, needs_data).
+TASKS = {
+    # The HyperAdam/RNNprop training problem: MNIST MLP under Random Scaling (r = 3) plus the
+    # 20-dim clipped convex term under Random Scaling (r = 1).
+    "mnist-mlp-rs": (lambda data: random_scaling_with_convex(mnist_mlp(*data), r=3.0), True),
+    "mnist-mlp": (lambda data: mnist_mlp(*data), True),
+    "quadratic": (lambda data: random_quadratics(10), False),
+}
+
+
+def make_optimizer(name: str, **kwargs) -> LearnedOptimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](**kwargs)
+
+
+def make_task(name: str, data=None) -> TaskFamily:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    build, needs_data = TASKS[name]
+    if needs_data and data is None:
+        raise ValueError(f"task {name!r} needs training data (x, y)")
+    return build(data)
+
+
+__all__ = ["OPTIMIZERS", "TASKS", "hyperadam_learned", "make_optimizer", "make_task"]
