@@ -46,3 +46,37 @@ def test_sharded_updates_equal_unsharded():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED_OK" in out.stdout
+
+
+META_SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    import hyperadam_optax as ha
+    from hyperadam_optax import meta_train as mt, tasks
+    assert jax.device_count() == 8
+    opt = mt.LearnedOptimizer("hyperadam", lambda k: ha.init_meta_params(k, 4),
+                              lambda t: ha.hyperadam(0.05, t))
+    family = tasks.random_quadratics(5)
+    config = mt.MetaTrainConfig(num_tasks=8, unroll=4, trajectory=8, meta_lr=1e-2)
+    sharded = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    assert sharded.slots.params["x"].sharding.spec[0] == "tasks", sharded.slots.params["x"].sharding
+    single = jax.device_put(jax.tree.map(np.asarray, sharded), jax.devices()[0])
+    step = mt.make_meta_step(opt, family, config)
+    for _ in range(3):
+        sharded, m_sharded = step(sharded)
+        single, m_single = step(single)
+    assert len(sharded.slots.params["x"].sharding.device_set) == 8
+    assert len(single.meta_params.b_u.sharding.device_set) == 1
+    np.testing.assert_allclose(m_sharded["meta_loss"], m_single["meta_loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 sharded.meta_params, single.meta_params)
+    print("META_SHARDED_OK")
+""")
+
+
+def test_sharded_meta_step_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", META_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "META_SHARDED_OK" in out.stdout
