@@ -200,7 +200,7 @@ def truncated_unroll(optimizer: LearnedOptimizer, family: TaskFamily, config: Me
         return (optax.apply_updates(params, updates), opt_state), loss
 
     if config.remat:
-        step = jax.checkpoint(step)
+        step = jax.checkpoint(step, prevent_cse=False)  # safe inside scan
     (params, opt_state), losses = jax.lax.scan(step, (slot.params, slot.opt_state),
                                                keys[: config.unroll])
     starts = (slot.step == 0) | jnp.isnan(slot.first_loss)  # NaN: a slot started mid-way
