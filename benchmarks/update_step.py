@@ -1,4 +1,4 @@
-"""Time per jitted update of HyperAdam vs optax.adam, against this machine's measured floor.
+"""Time per jitted update of HyperAdam, RNNprop, DM and optax.adam; HyperAdam vs its floor.
 
 Run: python benchmarks/update_step.py [--sizes 16384,1048576,10485760] [--repeats 10]
 
@@ -74,7 +74,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16384,1048576,10485760")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--num-candidates", type=int, default=20)
+    parser.add_argument("--num-candidates", type=int, default=20,
+                        help="J for HyperAdam, and the LSTM hidden size of RNNprop and DM")
     args = parser.parse_args(argv)
     j = args.num_candidates
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -87,15 +88,23 @@ def main(argv=None):
     print(f"HyperAdam per coordinate: {fpc} FLOPs, {bpc} bytes moved; "
           f"state {6 * j * 4} bytes/param (optax.adam: 8)")
     print()
-    print("| coordinates | adam ms | hyperadam ms | hyperadam/adam | floor ms | hyperadam/floor |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    theta = ha.init_meta_params(jax.random.key(0), j, "paper")
+    print("| coordinates | adam ms | hyperadam ms | rnnprop ms | dm ms | hyperadam/dm "
+          "| hyperadam/adam | hyperadam floor ms | hyperadam/floor |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    key = jax.random.key(0)
+    learned = {
+        "hyperadam": ha.hyperadam(5e-3, ha.init_meta_params(key, j, "paper")),
+        "rnnprop": ha.rnnprop(1.0, ha.init_rnnprop_meta_params(key, j)),
+        "dm": ha.dm_optimizer(1.0, ha.init_dm_meta_params(key, j)),
+    }
     for n in sizes:
         t_adam = time_update(optax.adam(1e-3), n, args.repeats)
-        t_ha = time_update(ha.hyperadam(5e-3, theta), n, args.repeats)
+        t = {name: time_update(tx, n, args.repeats) for name, tx in learned.items()}
         floor = max(n * fpc / (peak * 1e9), n * bpc / (bw * 1e9))
-        print(f"| {n:,} | {t_adam * 1e3:.3f} | {t_ha * 1e3:.2f} | {t_ha / t_adam:.0f}x "
-              f"| {floor * 1e3:.2f} | {t_ha / floor:.2f}x |")
+        print(f"| {n:,} | {t_adam * 1e3:.3f} | {t['hyperadam'] * 1e3:.2f} "
+              f"| {t['rnnprop'] * 1e3:.2f} | {t['dm'] * 1e3:.2f} "
+              f"| {t['hyperadam'] / t['dm']:.2f} | {t['hyperadam'] / t_adam:.0f}x "
+              f"| {floor * 1e3:.2f} | {t['hyperadam'] / floor:.2f}x |")
 
 
 if __name__ == "__main__":

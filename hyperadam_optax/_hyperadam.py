@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hyperadam_optax._coordinatewise import compute_dtype, state_dtype_for, zeros_state
 from hyperadam_optax._lstm import lstm_step, sigmoid
 from hyperadam_optax._meta_params import HyperAdamParams, num_candidates
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
@@ -37,11 +38,6 @@ class HyperAdamState(NamedTuple):
     gamma_hat: Any
     h: Any
     c: Any
-
-
-def _state_leaf(p, j: int, dtype):
-    # Built by broadcasting so the state keeps the param's sharding (conventions §4).
-    return jnp.broadcast_to(jnp.zeros_like(p, dtype=dtype)[..., None], p.shape + (j,))
 
 
 def _flat(x, j: int):
@@ -88,13 +84,8 @@ def scale_by_hyperadam(
     def init_fn(params):
         check_float_leaves(params, "HyperAdam params")
 
-        def dtype_of(p):
-            if state_dtype is not None:
-                return jnp.dtype(state_dtype)
-            return jnp.promote_types(p.dtype, jnp.float32)
-
         def zeros(p):
-            return _state_leaf(p, j, dtype_of(p))
+            return zeros_state(p, j, state_dtype_for(p, state_dtype))
 
         # Six separate buffers (not one shared), so the state can be donated to jit.
         return HyperAdamState(jnp.zeros([], jnp.int32),
@@ -118,8 +109,7 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c)."""
     j = mp.b_u.shape[0]
     state_dtypes = [m.dtype for m in ms]
-    cdt = jnp.result_type(*(jnp.promote_types(dt, jnp.float32) for dt in state_dtypes),
-                          *jax.tree.leaves(mp))
+    cdt = compute_dtype(state_dtypes, mp)
     mp = jax.tree.map(lambda x: x.astype(cdt), mp)
     g = [x.astype(cdt).reshape(-1) for x in grads]
     m, v, bh, gh, h, c = ([_flat(x.astype(cdt), j) for x in xs]

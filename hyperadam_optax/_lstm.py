@@ -7,8 +7,21 @@ shared, the state is per coordinate), so the cell works on 2-D arrays of shape
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+
+
+def glorot_uniform(key, shape, dtype=jnp.float32) -> jax.Array:
+    """Glorot/Xavier uniform on ``U[±sqrt(6 / (fan_in + fan_out))]`` (TensorFlow's default)."""
+    limit = math.sqrt(6.0 / (shape[0] + shape[1]))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def truncated_normal(key, shape, dtype=jnp.float32, std: float = 0.1) -> jax.Array:
+    """``std`` times a standard normal truncated at ±2 (TensorFlow's ``truncated_normal``)."""
+    return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
 
 
 def sigmoid(x: jax.Array) -> jax.Array:

@@ -8,7 +8,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hyperadam_optax._lstm import lstm_bias_init
+from hyperadam_optax._coordinatewise import check_meta_params
+from hyperadam_optax._lstm import glorot_uniform, lstm_bias_init, truncated_normal
 
 
 class HyperAdamParams(NamedTuple):
@@ -68,35 +69,7 @@ def expected_shapes(num_candidates: int) -> dict[str, tuple[int, ...]]:
 
 def num_candidates(meta_params: HyperAdamParams) -> int:
     """J, read from the shapes; raises ``ValueError`` if the fields disagree about it."""
-    if not isinstance(meta_params, HyperAdamParams):
-        raise TypeError(
-            f"expected HyperAdamParams (see init_meta_params), got {type(meta_params).__name__}"
-        )
-    b_u_shape = tuple(jnp.shape(meta_params.b_u))
-    if len(b_u_shape) != 1 or b_u_shape[0] < 1:
-        raise ValueError(f"HyperAdamParams.b_u must have shape (J,), found {b_u_shape}")
-    j = b_u_shape[0]
-    found = {name: tuple(jnp.shape(v)) for name, v in meta_params._asdict().items()}
-    expected = expected_shapes(j)
-    wrong = {k: (expected[k], found[k]) for k in expected if expected[k] != found[k]}
-    if wrong:
-        detail = "; ".join(f"{k}: expected {e}, found {f}" for k, (e, f) in wrong.items())
-        raise ValueError(f"HyperAdamParams fields disagree about J={j} (from b_u): {detail}")
-    for name, v in meta_params._asdict().items():
-        if not jnp.issubdtype(jnp.result_type(v), jnp.floating):
-            raise ValueError(
-                f"HyperAdamParams.{name} must be real floating point, found {jnp.result_type(v)}"
-            )
-    return j
-
-
-def _glorot_uniform(key, shape, dtype):
-    limit = math.sqrt(6.0 / (shape[0] + shape[1]))
-    return jax.random.uniform(key, shape, dtype, -limit, limit)
-
-
-def _truncated_normal(key, shape, dtype, std):
-    return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+    return check_meta_params(meta_params, HyperAdamParams, "b_u", expected_shapes)
 
 
 def _logit(p: float) -> float:
@@ -133,15 +106,15 @@ def init_meta_params(
                     jax.random.split(key, 5)))
     if init == "paper":
         return HyperAdamParams(
-            theta_p=_truncated_normal(keys["theta_p"], shapes["theta_p"], dtype, 0.1),
+            theta_p=truncated_normal(keys["theta_p"], shapes["theta_p"], dtype, 0.1),
             b_p=jnp.zeros((j,), dtype),
-            theta_h=_glorot_uniform(keys["theta_h"], shapes["theta_h"], dtype),
+            theta_h=glorot_uniform(keys["theta_h"], shapes["theta_h"], dtype),
             b_h=lstm_bias_init(j, 1.0, dtype),
-            theta_u=_glorot_uniform(keys["theta_u"], shapes["theta_u"], dtype),
+            theta_u=glorot_uniform(keys["theta_u"], shapes["theta_u"], dtype),
             b_u=jnp.zeros((j,), dtype),
-            theta_r=_glorot_uniform(keys["theta_r"], shapes["theta_r"], dtype),
+            theta_r=glorot_uniform(keys["theta_r"], shapes["theta_r"], dtype),
             b_r=jnp.zeros((j,), dtype),
-            theta_q=_truncated_normal(keys["theta_q"], shapes["theta_q"], dtype, 0.1),
+            theta_q=truncated_normal(keys["theta_q"], shapes["theta_q"], dtype, 0.1),
             b_q=jnp.zeros((j,), dtype),
         )
     if init == "adam":

@@ -11,26 +11,31 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hyperadam_optax._checkpoint import atomic_write
+from hyperadam_optax._dm_optimizer import DMParams, dm_shapes
 from hyperadam_optax._meta_params import HyperAdamParams, expected_shapes
+from hyperadam_optax._rnnprop import RNNpropParams, rnnprop_shapes
 
 _KIND_KEY = "__kind__"
 _METADATA_KEY = "__metadata__"
 
-# NamedTuple class name -> (class, function J -> expected field shapes).
-_REGISTRY: dict[str, tuple[type, Callable[[dict[str, tuple[int, ...]]], dict]]] = {}
+# NamedTuple class name -> (class, found field shapes -> expected field shapes).
+_REGISTRY: dict[str, tuple[type, Callable[[dict], dict]]] = {}
 
 
-def register_meta_params(cls: type, shapes_from_found: Callable[[dict], dict]) -> None:
-    """Make ``cls`` saveable: ``shapes_from_found(found_shapes) -> expected_shapes``."""
-    _REGISTRY[cls.__name__] = (cls, shapes_from_found)
+def register_meta_params(cls: type, size_field: str, shapes: Callable[[int], dict]) -> None:
+    """Make ``cls`` saveable; its size is ``shape[0]`` of ``size_field``, ``shapes(size)``
+    gives every field's expected shape."""
+
+    def expected(found: dict) -> dict:
+        dims = found.get(size_field, ())
+        return shapes(dims[0] if len(dims) >= 1 and dims[0] > 0 else 0)
+
+    _REGISTRY[cls.__name__] = (cls, expected)
 
 
-def _hyperadam_shapes(found: dict) -> dict:
-    b_u = found.get("b_u", ())
-    return expected_shapes(b_u[0] if len(b_u) == 1 else 0)
-
-
-register_meta_params(HyperAdamParams, _hyperadam_shapes)
+register_meta_params(HyperAdamParams, "b_u", expected_shapes)
+register_meta_params(RNNpropParams, "b_in", rnnprop_shapes)
+register_meta_params(DMParams, "theta_out", dm_shapes)
 
 
 def save_meta_params(path: str | os.PathLike, meta_params: NamedTuple,

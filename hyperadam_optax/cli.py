@@ -35,20 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo.png", help="loss-curve PNG ('' for none)")
 
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
-    mt.add_argument("--optimizer", default="hyperadam", help="hyperadam")
-    mt.add_argument("--task", default="mnist-mlp-rs",
-                    help="mnist-mlp-rs (the paper's problem), mnist-mlp, quadratic")
+    mt.add_argument("--optimizer", default="hyperadam", help="hyperadam, rnnprop or dm")
+    mt.add_argument("--task", default=None,
+                    help="mnist-mlp-rs (HyperAdam's and RNNprop's problem), mnist-mlp-dm (DM's), "
+                         "mnist-mlp, quadratic; default: the optimizer's paper's problem")
     mt.add_argument("--init", default="paper", choices=["paper", "adam"],
-                    help="initial meta-parameters: the authors' init or the Adam warm start")
+                    help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
+                         "Adam warm start")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--meta-steps", type=_positive_int, default=1000)
-    mt.add_argument("--meta-lr", type=_positive_float, default=1e-4)
+    mt.add_argument("--meta-lr", type=_positive_float, default=None,
+                    help="outer Adam rate; default: the optimizer's paper's (1e-4; DM 1e-3)")
     mt.add_argument("--clip-norm", type=_positive_float, default=1.0,
                     help="global-norm clipping of the meta-gradient")
     mt.add_argument("--unroll", type=_positive_int, default=20)
     mt.add_argument("--trajectory", type=_positive_int, default=100)
     mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio"], default=None,
-                    help="default: the optimizer's paper (HyperAdam: mean)")
+                    help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
     mt.add_argument("--seed", type=int, default=0)

@@ -38,12 +38,16 @@ class LearnedOptimizer:
       make: ``meta_params -> optax.GradientTransformation`` (cheap, pure: it is rebuilt from
         traced meta-parameters inside ``jax.grad``).
       meta_loss: the paper's default meta-loss for this optimizer (one of ``META_LOSSES``).
+      default_task: the paper's training problem (a task name of ``registry.TASKS``).
+      default_meta_lr: the paper's outer Adam learning rate.
     """
 
     name: str
     init_meta_params: Callable[[jax.Array], PyTree]
     make: Callable[[PyTree], optax.GradientTransformation]
     meta_loss: str = "mean"
+    default_task: str = "mnist-mlp-rs"
+    default_meta_lr: float = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +63,8 @@ class MetaTrainConfig:
         trajectory's first loss (Wichrowska et al. 2017). ``None``: the optimizer's default.
       second_order: keep the optimizee gradient's dependence on the meta-parameters
         (default False: the gradient is a constant, as in the authors' code).
-      meta_lr: the outer Adam's learning rate.
+      meta_lr: the outer Adam's learning rate (``None``: the optimizer's default, resolved
+        by ``meta_train_run.meta_train``).
       clip_norm: global-norm clipping of the meta-gradient (``None``: no clipping).
       remat: recompute each optimizee step in the backward pass instead of storing its
         intermediates (``jax.checkpoint``); less memory and, on CPU, faster.
@@ -70,7 +75,7 @@ class MetaTrainConfig:
     trajectory: int = 100
     meta_loss: str | None = None
     second_order: bool = False
-    meta_lr: float = 1e-4
+    meta_lr: float | None = 1e-4
     clip_norm: float | None = 1.0
     remat: bool = True
 
@@ -84,7 +89,7 @@ class MetaTrainConfig:
                              f"({self.unroll})")
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
-        if not self.meta_lr > 0:
+        if self.meta_lr is not None and not self.meta_lr > 0:
             raise ValueError(f"meta_lr must be positive, got {self.meta_lr!r}")
 
 
@@ -112,6 +117,8 @@ class MetaState(NamedTuple):
 
 def outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     """Adam on the meta-parameters, after global-norm clipping of the meta-gradient."""
+    if config.meta_lr is None:
+        raise ValueError("MetaTrainConfig.meta_lr is None: set it (or use meta_train_run)")
     adam = optax.adam(config.meta_lr)
     return adam if config.clip_norm is None else optax.chain(
         optax.clip_by_global_norm(config.clip_norm), adam)

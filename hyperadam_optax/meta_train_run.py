@@ -82,18 +82,26 @@ def _read_jsonl(path: str) -> list[dict]:
     return rows
 
 
-def meta_train(*, optimizer: str = "hyperadam", task: str = "mnist-mlp-rs", init: str = "paper",
+def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: str = "paper",
                config: mt.MetaTrainConfig | None = None, meta_steps: int = 1000, seed: int = 0,
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
                resume: bool = False, checkpoint_every: int = 100, keep: int = 3,
                validation_tasks: int = 4, progress: bool = True, command: str | None = None,
                log=print) -> dict:
-    """Run (or resume) meta-training; returns the card (also written to ``card.json``)."""
+    """Run (or resume) meta-training; returns the card (also written to ``card.json``).
+
+    ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
+    paper's meta learning rate.
+    """
     config = config or mt.MetaTrainConfig()
     if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
         raise ValueError("meta_steps, checkpoint_every and keep must be positive")
-    data, data_desc = _load_data(task, data_dir)
     learned = make_optimizer(optimizer, init=init)
+    jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails here
+    task = task or learned.default_task
+    if config.meta_lr is None:
+        config = dataclasses.replace(config, meta_lr=learned.default_meta_lr)
+    data, data_desc = _load_data(task, data_dir)
     family = make_task(task, data)
     identity = run_config(optimizer=optimizer, task=task, init=init, config=config, seed=seed,
                           data=data_desc)

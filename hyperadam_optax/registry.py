@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 
+from hyperadam_optax._dm_optimizer import dm_optimizer, init_dm_meta_params
 from hyperadam_optax._hyperadam import hyperadam
 from hyperadam_optax._meta_params import init_meta_params
+from hyperadam_optax._rnnprop import init_rnnprop_meta_params, rnnprop
 from hyperadam_optax.meta_train import LearnedOptimizer
 from hyperadam_optax.tasks import TaskFamily, mnist_mlp, random_quadratics, random_scaling_with_convex
 
@@ -22,7 +24,35 @@ def hyperadam_learned(learning_rate: float = 0.005, num_candidates: int = 20,
     )
 
 
-OPTIMIZERS = {"hyperadam": hyperadam_learned}
+def rnnprop_learned(learning_rate: float = 1.0, hidden: int = 20,
+                    init: str = "paper") -> LearnedOptimizer:
+    """RNNprop as in its authors' code: the paper's step (``learning_rate=1``), the last loss
+    of each truncation as meta-loss, the Random Scaling + convex problem, meta Adam 1e-4."""
+    return LearnedOptimizer(
+        name="rnnprop",
+        init_meta_params=functools.partial(init_rnnprop_meta_params, hidden=hidden, init=init),
+        make=lambda theta: rnnprop(learning_rate, theta),
+        meta_loss="last",
+        default_task="mnist-mlp-rs",
+        default_meta_lr=1e-4,
+    )
+
+
+def dm_learned(learning_rate: float = 1.0, hidden: int = 20, init: str = "paper",
+               variant: str = "deepmind") -> LearnedOptimizer:
+    """The DMoptimizer as in DeepMind's code: the sum of all losses as meta-loss, the plain
+    MNIST MLP (weights ~ N(0, 0.01²)), meta Adam 1e-3."""
+    return LearnedOptimizer(
+        name="dm",
+        init_meta_params=functools.partial(init_dm_meta_params, hidden=hidden, init=init),
+        make=lambda theta: dm_optimizer(learning_rate, theta, variant=variant),
+        meta_loss="sum",
+        default_task="mnist-mlp-dm",
+        default_meta_lr=1e-3,
+    )
+
+
+OPTIMIZERS = {"hyperadam": hyperadam_learned, "rnnprop": rnnprop_learned, "dm": dm_learned}
 
 #: Task name -> (builder taking the training data (x, y) or None, needs_data).
 TASKS = {
@@ -30,6 +60,8 @@ TASKS = {
     # 20-dim clipped convex term under Random Scaling (r = 1).
     "mnist-mlp-rs": (lambda data: random_scaling_with_convex(mnist_mlp(*data), r=3.0), True),
     "mnist-mlp": (lambda data: mnist_mlp(*data), True),
+    # DeepMind's MNIST problem for the DMoptimizer: the same MLP, weights ~ N(0, 0.01²).
+    "mnist-mlp-dm": (lambda data: mnist_mlp(*data, init_std=0.01), True),
     "quadratic": (lambda data: random_quadratics(10), False),
 }
 
@@ -49,4 +81,5 @@ def make_task(name: str, data=None) -> TaskFamily:
     return build(data)
 
 
-__all__ = ["OPTIMIZERS", "TASKS", "hyperadam_learned", "make_optimizer", "make_task"]
+__all__ = ["OPTIMIZERS", "TASKS", "dm_learned", "hyperadam_learned", "make_optimizer", "make_task",
+           "rnnprop_learned"]

@@ -11,13 +11,12 @@ SCRIPT = textwrap.dedent("""
     import hyperadam_optax as ha
     assert jax.device_count() == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("data",))
-    tx = ha.hyperadam(0.01, ha.init_meta_params(jax.random.key(0), 20, "paper"))
     key = jax.random.key(1)
     params = {"w": jax.random.normal(key, (64, 16)), "b": jnp.linspace(-1, 1, 16)}
     grads = [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params) for i in range(5)]
     shard = {"w": NamedSharding(mesh, P("data", None)), "b": NamedSharding(mesh, P())}
 
-    def run(params, grads):
+    def run(params, grads, tx):
         state = tx.init(params)
         step = jax.jit(tx.update)
         outs = []
@@ -26,15 +25,18 @@ SCRIPT = textwrap.dedent("""
             outs.append(u)
         return outs, state
 
-    ref, _ = run(params, grads)
-    sp = jax.device_put(params, shard)
-    sg = [jax.device_put(g, shard) for g in grads]
-    got, state = run(sp, sg)
-    for a, b in zip(ref, got):
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7), a, b)
-    m_w = state[0].m["w"]
-    assert m_w.sharding.spec[0] == "data", m_w.sharding
-    assert got[-1]["w"].sharding.spec[0] == "data", got[-1]["w"].sharding
+    for tx in (ha.hyperadam(0.01, ha.init_meta_params(jax.random.key(0), 20, "paper")),
+               ha.rnnprop(1.0, ha.init_rnnprop_meta_params(jax.random.key(0))),
+               ha.dm_optimizer(1.0, ha.init_dm_meta_params(jax.random.key(0)))):
+        ref, _ = run(params, grads, tx)
+        sp = jax.device_put(params, shard)
+        sg = [jax.device_put(g, shard) for g in grads]
+        got, state = run(sp, sg, tx)
+        for a, b in zip(ref, got):
+            jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7), a, b)
+        h_w = state[0].h1["w"] if hasattr(state[0], "h1") else state[0].h["w"]
+        assert h_w.sharding.spec[0] == "data", h_w.sharding
+        assert got[-1]["w"].sharding.spec[0] == "data", got[-1]["w"].sharding
     print("SHARDED_OK")
 """)
 
