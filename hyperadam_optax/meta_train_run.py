@@ -148,10 +148,13 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                                  steps=config.trajectory, seed=VALIDATION_SEED)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=meta_steps, initial=start, desc=f"meta-train {optimizer}",
-                   unit="step", file=sys.stderr, dynamic_ncols=True)
+        try:
+            from tqdm.auto import tqdm
+        except ModuleNotFoundError:
+            log("tqdm is not installed: no progress bar (pip install 'hyperadam-optax[progress]')")
+        else:
+            bar = tqdm(total=meta_steps, initial=start, desc=f"meta-train {optimizer}",
+                       unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def checkpoint(step):
         val = float(evaluate(state.meta_params))
