@@ -1,4 +1,4 @@
-"""Command line: ``hyperadam-optax demo`` and ``hyperadam-optax meta-train``."""
+"""Command line: ``hyperadam-optax demo``, ``meta-train`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -63,7 +63,43 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
     mt.add_argument("--validation-tasks", type=_positive_int, default=4)
     mt.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="the paper's evaluation protocol and tables")
+    ev.add_argument("--suite", default="table1", help="table1, table2, deep-mlp or all")
+    ev.add_argument("--optimizers", default="sgd,momentum,adagrad,adadelta,rmsprop,adam",
+                    help="comma-separated: a baseline (tuned) or baseline@rate, "
+                         "hyperadam:PATH.npz | hyperadam:warm, rnnprop:PATH.npz, dm:PATH.npz")
+    ev.add_argument("--runs", type=_positive_int, default=100)
+    ev.add_argument("--steps", type=_positive_int, default=100)
+    ev.add_argument("--tune-runs", type=_positive_int, default=10,
+                    help="runs per learning rate when tuning a baseline (separate seeds)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out-dir", default="runs/evaluation")
+    ev.add_argument("--cache", default=None,
+                    help="tuning cache (JSON); default: OUT_DIR/tuning_cache.json")
+    ev.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _evaluate(args) -> None:
+    import time
+
+    from hyperadam_optax.evaluation import SUITES, evaluate_suite, markdown_table, save_evaluation
+
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    for suite in suites:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES} or 'all'")
+    cache = args.cache or f"{args.out_dir}/tuning_cache.json"
+    for suite in suites:
+        t0 = time.perf_counter()
+        evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
+                                   steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
+                                   cache_path=cache, progress=not args.no_progress)
+        print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
+        print(markdown_table(evaluated))
+        paths = save_evaluation(evaluated, args.out_dir, suite)
+        print(f"\nwall time {time.perf_counter() - t0:.1f} s; wrote {', '.join(paths)}\n")
 
 
 def _meta_train(args, argv) -> None:
@@ -91,6 +127,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        try:
+            _evaluate(args)
+        except (ValueError, FileNotFoundError) as e:
+            parser.exit(2, f"hyperadam-optax evaluate: error: {e}\n")
     if args.command == "meta-train":
         try:
             _meta_train(args, argv)

@@ -1,0 +1,325 @@
+"""The HyperAdam paper's evaluation protocol, tuned baselines and suites.
+
+Protocol (the authors' code, reference notes): N runs with fresh initialisations and the
+same seeds for every optimizer (paired); each run trains for ``steps`` steps; its reported
+loss is the loss of the FINAL parameters averaged over the minibatches seen during the run.
+No Random Scaling and no convex term. Runs are ``vmap``-ped: one compiled program per
+(optimizer, task); a baseline's learning-rate grid is ``vmap``-ped too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hyperadam_optax.tasks import TaskFamily
+
+#: Hand-designed baselines, each ``learning_rate -> transform`` (optax defaults otherwise).
+BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "adagrad": optax.adagrad,
+    "adadelta": optax.adadelta,
+    "rmsprop": optax.rmsprop,
+    "adam": optax.adam,
+}
+
+#: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^1.
+LR_GRID = tuple(float(2.0 ** (k / 2)) for k in range(-24, 3))
+
+#: Added to the seed of tuning runs so tuning never sees the reported runs' seeds.
+TUNING_SEED_OFFSET = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """``final_loss``: (runs,) protocol losses; ``curve``: (runs, steps) minibatch losses."""
+
+    final_loss: np.ndarray
+    curve: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.final_loss))
+
+    @property
+    def stderr(self) -> float:
+        n = len(self.final_loss)
+        return float(np.std(self.final_loss, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
+def _one_run(make_tx, family: TaskFamily, steps: int, key, hyper):
+    tx = make_tx(hyper)
+    k_task, k_init, k_data = jax.random.split(key, 3)
+    task = family.sample_task(k_task)
+    params = family.init(k_init, task)
+    data_keys = jax.random.split(k_data, steps)
+
+    def step(carry, k):
+        params, state = carry
+        loss, grads = jax.value_and_grad(family.loss)(params, family.sample_batch(k, task), task)
+        updates, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), loss
+
+    (final, _), curve = jax.lax.scan(step, (params, tx.init(params)), data_keys)
+    # The FINAL parameters' loss averaged over the same minibatches seen during the run.
+    final_losses = jax.lax.map(lambda k: family.loss(final, family.sample_batch(k, task), task),
+                               data_keys)
+    return jnp.mean(final_losses), curve
+
+
+def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int, seed: int,
+                 hypers=None) -> RunResult | list[RunResult]:
+    """Run ``runs`` paired runs of ``make_tx(hyper)`` on ``family``.
+
+    ``hypers=None``: ``make_tx(None)`` once, returns a :class:`RunResult`. Otherwise a
+    sequence of floats (e.g. learning rates), all ``vmap``-ped in one program; returns one
+    result per value.
+    """
+    keys = jax.random.split(jax.random.PRNGKey(seed), runs)
+    if hypers is None:
+        fn = jax.jit(jax.vmap(lambda k: _one_run(make_tx, family, steps, k, None)))
+        final, curve = fn(keys)
+        return RunResult(np.asarray(final), np.asarray(curve))
+    grid = jnp.asarray(hypers, jnp.float32)
+    fn = jax.jit(jax.vmap(jax.vmap(lambda k, h: _one_run(make_tx, family, steps, k, h),
+                                   in_axes=(0, None)), in_axes=(None, 0)))
+    final, curve = fn(keys, grid)
+    return [RunResult(np.asarray(f), np.asarray(c)) for f, c in zip(final, curve)]
+
+
+def _injected(name: str):
+    inner = BASELINES[name]
+    return lambda lr: optax.inject_hyperparams(lambda learning_rate: inner(learning_rate))(
+        learning_rate=lr)
+
+
+def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, seed: int,
+                       grid=LR_GRID, cache_path: str | None = None) -> float:
+    """The grid rate with the lowest mean protocol loss on tuning seeds (cached on disk).
+
+    Tuning uses seeds ``seed + TUNING_SEED_OFFSET``, never the reported runs' seeds; runs that
+    diverge count as infinite loss.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
+    key = f"{name}|{family.name}|steps={steps}|runs={runs}|seed={seed}|grid={list(grid)}"
+    cache = {}
+    if cache_path and os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cache = json.load(f)
+        if key in cache:
+            return float(cache[key]["learning_rate"])
+    results = run_protocol(_injected(name), family, steps=steps, runs=runs,
+                           seed=seed + TUNING_SEED_OFFSET, hypers=grid)
+    scores = [r.mean if np.all(np.isfinite(r.final_loss)) else np.inf for r in results]
+    best = float(grid[int(np.argmin(scores))])
+    if cache_path:
+        from hyperadam_optax._checkpoint import atomic_write
+
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        cache[key] = {"learning_rate": best, "scores": [float(s) for s in scores]}
+        text = json.dumps(cache, indent=1).encode()
+        atomic_write(cache_path, lambda f: f.write(text))
+    return best
+
+
+def paired_difference(a: RunResult, b: RunResult) -> tuple[float, float]:
+    """Mean and standard error of ``a - b`` over paired runs."""
+    d = a.final_loss - b.final_loss
+    return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))
+
+
+# Suites ---------------------------------------------------------------------------------------
+
+def suite_tasks(suite: str, data) -> dict[str, TaskFamily]:
+    """The tasks of a suite (the paper's Table 1, Table 2, Fig. 5d)."""
+    from hyperadam_optax.sine_lstm import sine_lstm
+    from hyperadam_optax.tasks import mnist_mlp
+
+    if suite == "table1":
+        return {f"mlp-{a}": mnist_mlp(*data, activation=a) for a in ("sigmoid", "relu", "elu", "tanh")}
+    if suite == "table2":
+        return {"sine-baseline": sine_lstm(noise=0.1), "sine-small-noise": sine_lstm(noise=0.01),
+                "sine-2layer": sine_lstm(layers=2, noise=0.1)}
+    if suite == "deep-mlp":
+        return {f"mlp-{n}hidden": mnist_mlp(*data, sizes=(784,) + (20,) * n + (10,))
+                for n in range(1, 11)}
+    raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES}")
+
+
+SUITES = ("table1", "table2", "deep-mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A baseline (tuned, or at a fixed ``lr``) or a learned optimizer with meta-parameters."""
+
+    label: str
+    baseline: str | None = None
+    lr: float | None = None
+    make: Callable[[], optax.GradientTransformation] | None = None
+
+
+def parse_optimizer(text: str) -> OptimizerSpec:
+    """``adam`` (tuned), ``adam@0.01`` (fixed rate), ``hyperadam:PATH.npz`` or ``hyperadam:warm``
+    (the Adam warm start), ``rnnprop:PATH.npz``, ``dm:PATH.npz`` (learned, default rate)."""
+    from hyperadam_optax import _dm_optimizer, _hyperadam, _meta_params, _rnnprop
+    from hyperadam_optax._serialization import load_meta_params
+
+    name, _, arg = text.partition(":")
+    if name in BASELINES:
+        if arg:
+            raise ValueError(f"{text!r}: a baseline takes '@rate', not ':'")
+        return OptimizerSpec(label=name, baseline=name)
+    if "@" in name and name.split("@")[0] in BASELINES:
+        base, rate = name.split("@")
+        return OptimizerSpec(label=name, baseline=base, lr=float(rate))
+    factories = {"hyperadam": _hyperadam.hyperadam, "rnnprop": _rnnprop.rnnprop,
+                 "dm": _dm_optimizer.dm_optimizer}
+    if name not in factories:
+        raise ValueError(f"unknown optimizer {text!r}; expected a baseline "
+                         f"({', '.join(BASELINES)}) or hyperadam:PATH, rnnprop:PATH, dm:PATH")
+    if not arg:
+        raise ValueError(f"{text!r}: a learned optimizer needs ':PATH.npz' (or hyperadam:warm)")
+    if name == "hyperadam" and arg == "warm":
+        theta = _meta_params.init_meta_params(jax.random.key(0), 20, "adam")
+    else:
+        theta = load_meta_params(arg)
+    return OptimizerSpec(label=text, make=lambda: factories[name](meta_params=theta))
+
+
+def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps: int = 100,
+                   seed: int = 0, tune_runs: int = 10, cache_path: str | None = None,
+                   data=None, progress: bool = True, log=print) -> dict:
+    """Every (task, optimizer) of ``suite``: ``{"results": {task: {label: RunResult}},
+    "learning_rates": {task: {label: rate}}}``."""
+    if data is None and suite != "table2":
+        from hyperadam_optax.data import load_mnist_5k
+
+        d = load_mnist_5k()
+        data = (d.x, d.y)
+    tasks = suite_tasks(suite, data)
+    specs = [parse_optimizer(o) for o in optimizers]
+    pairs = [(t, s) for t in tasks for s in specs]
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pairs), desc=f"evaluate {suite}", unit="cell")
+        except ModuleNotFoundError:
+            pass
+    results, rates = {}, {}
+    for task_name, spec in pairs:
+        family = tasks[task_name]
+        if spec.baseline is not None:
+            lr = spec.lr if spec.lr is not None else tune_learning_rate(
+                spec.baseline, family, steps=steps, runs=tune_runs, seed=seed,
+                cache_path=cache_path)
+            make = (lambda lr=lr, b=spec.baseline: BASELINES[b](lr))
+        else:
+            lr, make = None, spec.make
+        results.setdefault(task_name, {})[spec.label] = run_protocol(
+            lambda _h, make=make: make(), family, steps=steps, runs=runs, seed=seed)
+        rates.setdefault(task_name, {})[spec.label] = lr
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(task=task_name, optimizer=spec.label, refresh=False)
+    if bar is not None:
+        bar.close()
+    return {"results": results, "learning_rates": rates}
+
+
+def markdown_table(evaluated: dict) -> str:
+    """Rows: optimizers; columns: tasks; cells ``mean ± s.e.`` of the protocol loss, then
+    each non-baseline's paired difference to the best baseline of that task."""
+    results, rates = evaluated["results"], evaluated["learning_rates"]
+    task_names = list(results)
+    labels = list(results[task_names[0]])
+    lines = ["| optimizer | " + " | ".join(task_names) + " |",
+             "|---|" + "---:|" * len(task_names)]
+    for label in labels:
+        cells = []
+        for t in task_names:
+            r, lr = results[t][label], rates[t][label]
+            tuned = f" (lr {lr:.3g})" if lr is not None else ""
+            cells.append(f"{r.mean:.4f} ± {r.stderr:.4f}{tuned}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    learned = [lab for lab in labels if lab.split("@")[0] not in BASELINES]
+    baselines = [lab for lab in labels if lab.split("@")[0] in BASELINES]
+    if learned and baselines:
+        lines += ["", "Paired difference to the best baseline of each task (negative: better):", "",
+                  "| optimizer | " + " | ".join(task_names) + " |", "|---|" + "---:|" * len(task_names)]
+        for label in learned:
+            cells = []
+            for t in task_names:
+                best = min(baselines, key=lambda b, t=t: results[t][b].mean)
+                diff, se = paired_difference(results[t][label], results[t][best])
+                cells.append(f"{diff:+.4f} ± {se:.4f} vs {best}")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save_evaluation(evaluated: dict, out_dir: str, suite: str) -> list[str]:
+    """Write ``{suite}.md``, ``{suite}.json``, ``{suite}.csv`` and ``{suite}.png``."""
+    os.makedirs(out_dir, exist_ok=True)
+    results, rates = evaluated["results"], evaluated["learning_rates"]
+    paths = []
+    md = os.path.join(out_dir, f"{suite}.md")
+    with open(md, "w") as f:
+        f.write(markdown_table(evaluated) + "\n")
+    rows = [{"task": t, "optimizer": o, "learning_rate": rates[t][o], "mean": r.mean,
+             "stderr": r.stderr, "final_losses": r.final_loss.tolist()}
+            for t in results for o, r in results[t].items()]
+    js = os.path.join(out_dir, f"{suite}.json")
+    with open(js, "w") as f:
+        json.dump(rows, f)
+    csv = os.path.join(out_dir, f"{suite}.csv")
+    with open(csv, "w") as f:
+        f.write("task,optimizer,learning_rate,mean,stderr\n")
+        for r in rows:
+            f.write(f"{r['task']},{r['optimizer']},{r['learning_rate']},{r['mean']},{r['stderr']}\n")
+    paths += [md, js, csv]
+    try:
+        paths.append(plot_curves(results, os.path.join(out_dir, f"{suite}.png")))
+    except ModuleNotFoundError:
+        pass
+    return paths
+
+
+def plot_curves(results: dict, path: str) -> str:
+    """Mean minibatch-loss curves with standard-error bands, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, (task, by_opt) in zip(axes.ravel(), results.items()):
+        for label, r in by_opt.items():
+            mean = r.curve.mean(axis=0)
+            se = r.curve.std(axis=0, ddof=1) / np.sqrt(len(r.curve)) if len(r.curve) > 1 else 0
+            t = np.arange(1, len(mean) + 1)
+            ax.plot(t, mean, label=label)
+            ax.fill_between(t, mean - se, mean + se, alpha=0.2)
+        ax.set_title(task)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
