@@ -152,10 +152,22 @@ def suite_tasks(suite: str, data) -> dict[str, TaskFamily]:
     if suite == "deep-mlp":
         return {f"mlp-{n}hidden": mnist_mlp(*data, sizes=(784,) + (20,) * n + (10,))
                 for n in range(1, 11)}
+    if suite == "cnn":
+        from hyperadam_optax.cnn import mnist_cnn
+
+        return {a: mnist_cnn(*data, architecture=a) for a in ("cnn1", "cnn2")}
+    if suite == "long-horizon":
+        from hyperadam_optax.cnn import mnist_cnn
+
+        return {"mlp-sigmoid": mnist_mlp(*data),
+                "mlp-9hidden": mnist_mlp(*data, sizes=(784,) + (20,) * 9 + (10,)),
+                "cnn2": mnist_cnn(*data, architecture="cnn2"),
+                "sine-2layer": sine_lstm(layers=2, noise=0.1)}
     raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES}")
 
 
-SUITES = ("table1", "table2", "deep-mlp")
+#: Suites; "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer runs.
+SUITES = ("table1", "table2", "deep-mlp", "cnn", "long-horizon")
 
 
 @dataclasses.dataclass(frozen=True)
