@@ -103,6 +103,22 @@ def test_suites_and_optimizer_specs():
         ev.parse_optimizer("rnnprop")
     with pytest.raises(ValueError, match="unknown suite"):
         ev.suite_tasks("table9", data)
+    assert list(ev.suite_tasks("long-horizon", data)) == ["mlp-sigmoid", "mlp-9hidden", "cnn2",
+                                                          "sine-2layer"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,n_params", [("cnn1", 3 * 3 * 16 + 16 + 3 * 3 * 16 * 32 + 32 + 6272 * 10 + 10),
+                                           ("cnn2", None)])
+def test_cnns_learn(mnist, arch, n_params):
+    from hyperadam_optax.cnn import mnist_cnn
+
+    family = mnist_cnn(*mnist, architecture=arch)
+    params = family.init(jax.random.PRNGKey(0), {})
+    if n_params is not None:
+        assert sum(x.size for x in jax.tree.leaves(params)) == n_params
+    r = ev.run_protocol(lambda _: optax.adam(1e-3), family, steps=25, runs=2, seed=0)
+    assert r.curve[:, -5:].mean() < 0.6 * r.curve[:, :3].mean()
 
 
 def test_evaluate_cli(tmp_path, capsys):
