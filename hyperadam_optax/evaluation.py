@@ -31,8 +31,9 @@ BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "adam": optax.adam,
 }
 
-#: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^1.
-LR_GRID = tuple(float(2.0 ** (k / 2)) for k in range(-24, 3))
+#: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^3 (Adadelta and SGD on sigmoid
+#: MLPs want rates above 1).
+LR_GRID = tuple(float(2.0 ** (k / 2)) for k in range(-24, 7))
 
 #: Added to the seed of tuning runs so tuning never sees the reported runs' seeds.
 TUNING_SEED_OFFSET = 1_000_003
@@ -262,7 +263,8 @@ def markdown_table(evaluated: dict) -> str:
         cells = []
         for t in task_names:
             r, lr = results[t][label], rates[t][label]
-            tuned = f" (lr {lr:.3g})" if lr is not None else ""
+            edge = lr is not None and lr in (LR_GRID[0], LR_GRID[-1])
+            tuned = f" (lr {lr:.3g}{', grid edge' if edge else ''})" if lr is not None else ""
             cells.append(f"{r.mean:.4f} ± {r.stderr:.4f}{tuned}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     learned = [lab for lab in labels if lab.split("@")[0] not in BASELINES]
