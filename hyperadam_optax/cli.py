@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out-dir", default="runs/evaluation")
     ev.add_argument("--cache", default=None,
                     help="tuning cache (JSON); default: OUT_DIR/tuning_cache.json")
+    ev.add_argument("--data-dir", default=None,
+                    help="full MNIST (mnist.npz or IDX files): train split for training, test "
+                         "split for the generalisation suite; default: embedded 4,000/1,000")
     ev.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -91,11 +94,18 @@ def _evaluate(args) -> None:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES} or 'all'")
     cache = args.cache or f"{args.out_dir}/tuning_cache.json"
+    data = test_data = None
+    if args.data_dir:
+        from hyperadam_optax.data import load_mnist_dir
+
+        train, test = load_mnist_dir(args.data_dir, "train"), load_mnist_dir(args.data_dir, "test")
+        data, test_data = (train.x, train.y), (test.x, test.y)
     for suite in suites:
         t0 = time.perf_counter()
         evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
                                    steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
-                                   cache_path=cache, progress=not args.no_progress)
+                                   cache_path=cache, data=data, test_data=test_data,
+                                   progress=not args.no_progress)
         print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
         print(markdown_table(evaluated))
         paths = save_evaluation(evaluated, args.out_dir, suite)

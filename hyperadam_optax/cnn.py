@@ -83,6 +83,8 @@ def mnist_cnn(x, y, *, architecture: str = "cnn1", batch_size: int = 128,
         logits = cnn_logits(params, batch[0], architecture)
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
 
-    return TaskFamily(name=f"mnist-{architecture}", sample_task=lambda key: {},
+    return TaskFamily(name=f"mnist-{architecture}-std{init_std:g}-n{x.shape[0]}",
+                      sample_task=lambda key: {},
                       init=lambda key, task: init_cnn(key, architecture, init_std),
-                      sample_batch=sample_batch, loss=loss)
+                      sample_batch=sample_batch, loss=loss,
+                      logits=lambda params, images: cnn_logits(params, images, architecture))

@@ -48,6 +48,15 @@ def load_mnist_5k() -> Dataset:
     return Dataset(d.x.copy(), d.y.copy())
 
 
+def mnist_5k_split(test_size: int = 1000) -> tuple[Dataset, Dataset]:
+    """The embedded MNIST split once and for all into (train, test) by a fixed permutation
+    (seed 0): the test images are never used for training in the generalisation suite."""
+    d = _mnist_5k()
+    order = np.random.default_rng(0).permutation(len(d.y))
+    test, train = order[:test_size], order[test_size:]
+    return Dataset(d.x[train], d.y[train]), Dataset(d.x[test], d.y[test])
+
+
 def load_digits() -> Dataset:
     """scikit-learn's 1,797 8x8 digits (flattened to 64), pixels scaled to [0, 1]."""
     try:

@@ -73,7 +73,7 @@ def _one_run(make_tx, family: TaskFamily, steps: int, key, hyper):
     # The FINAL parameters' loss averaged over the same minibatches seen during the run.
     final_losses = jax.lax.map(lambda k: family.loss(final, family.sample_batch(k, task), task),
                                data_keys)
-    return jnp.mean(final_losses), curve
+    return jnp.mean(final_losses), curve, final
 
 
 def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int, seed: int,
@@ -86,14 +86,35 @@ def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int
     """
     keys = jax.random.split(jax.random.PRNGKey(seed), runs)
     if hypers is None:
-        fn = jax.jit(jax.vmap(lambda k: _one_run(make_tx, family, steps, k, None)))
+        fn = jax.jit(jax.vmap(lambda k: _one_run(make_tx, family, steps, k, None)[:2]))
         final, curve = fn(keys)
         return RunResult(np.asarray(final), np.asarray(curve))
     grid = jnp.asarray(hypers, jnp.float32)
-    fn = jax.jit(jax.vmap(jax.vmap(lambda k, h: _one_run(make_tx, family, steps, k, h),
+    fn = jax.jit(jax.vmap(jax.vmap(lambda k, h: _one_run(make_tx, family, steps, k, h)[:2],
                                    in_axes=(0, None)), in_axes=(None, 0)))
     final, curve = fn(keys, grid)
     return [RunResult(np.asarray(f), np.asarray(c)) for f, c in zip(final, curve)]
+
+
+def test_metrics(make_tx: Callable, family: TaskFamily, test_x, test_y, *, steps: int,
+                 runs: int, seed: int) -> dict[str, np.ndarray]:
+    """Train as :func:`run_protocol`, then the final parameters' mean cross-entropy, top-1 and
+    top-2 accuracy on held-out images, per run: ``{"loss", "top1", "top2"}`` of shape (runs,)."""
+    if family.logits is None:
+        raise ValueError(f"task {family.name} has no logits function: not a classifier")
+    test_x, test_y = jnp.asarray(test_x, jnp.float32), jnp.asarray(test_y, jnp.int32)
+
+    def one(key):
+        _, _, final = _one_run(make_tx, family, steps, key, None)
+        logits = family.logits(final, test_x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, test_y).mean()
+        top2 = jax.lax.top_k(logits, 2)[1]
+        return (loss, jnp.mean(top2[:, 0] == test_y),
+                jnp.mean(jnp.any(top2 == test_y[:, None], axis=1)))
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), runs)
+    loss, top1, top2 = jax.jit(jax.vmap(one))(keys)
+    return {"loss": np.asarray(loss), "top1": np.asarray(top1), "top2": np.asarray(top2)}
 
 
 def _injected(name: str):
@@ -164,11 +185,17 @@ def suite_tasks(suite: str, data) -> dict[str, TaskFamily]:
                 "mlp-9hidden": mnist_mlp(*data, sizes=(784,) + (20,) * 9 + (10,)),
                 "cnn2": mnist_cnn(*data, architecture="cnn2"),
                 "sine-2layer": sine_lstm(layers=2, noise=0.1)}
+    if suite == "generalisation":
+        from hyperadam_optax.cnn import mnist_cnn
+
+        return {"mlp-sigmoid": mnist_mlp(*data), "cnn1": mnist_cnn(*data, architecture="cnn1"),
+                "cnn2": mnist_cnn(*data, architecture="cnn2")}
     raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES}")
 
 
-#: Suites; "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer runs.
-SUITES = ("table1", "table2", "deep-mlp", "cnn", "long-horizon")
+#: Suites; "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer runs;
+#: "generalisation" (Table 3) trains on the training images and scores held-out ones.
+SUITES = ("table1", "table2", "deep-mlp", "cnn", "long-horizon", "generalisation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,14 +238,22 @@ def parse_optimizer(text: str) -> OptimizerSpec:
 
 def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps: int = 100,
                    seed: int = 0, tune_runs: int = 10, cache_path: str | None = None,
-                   data=None, progress: bool = True, log=print) -> dict:
+                   data=None, test_data=None, progress: bool = True) -> dict:
     """Every (task, optimizer) of ``suite``: ``{"results": {task: {label: RunResult}},
-    "learning_rates": {task: {label: rate}}}``."""
-    if data is None and suite != "table2":
-        from hyperadam_optax.data import load_mnist_5k
+    "learning_rates": {task: {label: rate}}}`` and, for ``"generalisation"``, ``"test":
+    {task: {label: {"loss", "top1", "top2"}}}`` on ``test_data``.
 
-        d = load_mnist_5k()
-        data = (d.x, d.y)
+    ``data``/``test_data``: MNIST ``(x, y)``; default: the embedded 5,000 images, split into
+    4,000 for training and 1,000 held out (:func:`~hyperadam_optax.data.mnist_5k_split`), the
+    held-out ones used only by the generalisation suite.
+    """
+    if data is None and suite != "table2":
+        from hyperadam_optax.data import mnist_5k_split
+
+        train, test = mnist_5k_split()
+        data, test_data = (train.x, train.y), (test.x, test.y)
+    if suite == "generalisation" and test_data is None:
+        raise ValueError("the generalisation suite needs held-out test images (test_data)")
     tasks = suite_tasks(suite, data)
     specs = [parse_optimizer(o) for o in optimizers]
     pairs = [(t, s) for t in tasks for s in specs]
@@ -230,7 +265,7 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
             bar = tqdm(total=len(pairs), desc=f"evaluate {suite}", unit="cell")
         except ModuleNotFoundError:
             pass
-    results, rates = {}, {}
+    results, rates, test = {}, {}, {}
     for task_name, spec in pairs:
         family = tasks[task_name]
         if spec.baseline is not None:
@@ -243,12 +278,19 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
         results.setdefault(task_name, {})[spec.label] = run_protocol(
             lambda _h, make=make: make(), family, steps=steps, runs=runs, seed=seed)
         rates.setdefault(task_name, {})[spec.label] = lr
+        if suite == "generalisation":
+            test.setdefault(task_name, {})[spec.label] = test_metrics(
+                lambda _h, make=make: make(), family, *test_data, steps=steps, runs=runs,
+                seed=seed)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(task=task_name, optimizer=spec.label, refresh=False)
     if bar is not None:
         bar.close()
-    return {"results": results, "learning_rates": rates}
+    out = {"results": results, "learning_rates": rates}
+    if test:
+        out["test"] = test
+    return out
 
 
 def markdown_table(evaluated: dict) -> str:
@@ -279,6 +321,19 @@ def markdown_table(evaluated: dict) -> str:
                 diff, se = paired_difference(results[t][label], results[t][best])
                 cells.append(f"{diff:+.4f} ± {se:.4f} vs {best}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "test" in evaluated:
+        lines += ["", "Held-out images: cross-entropy / top-1 / top-2 accuracy of the final "
+                  "parameters (mean ± s.e.):", "",
+                  "| optimizer | " + " | ".join(task_names) + " |",
+                  "|---|" + "---:|" * len(task_names)]
+        for label in labels:
+            cells = []
+            for t in task_names:
+                m = evaluated["test"][t][label]
+                cells.append(" / ".join(
+                    f"{np.mean(m[k]):.4f} ± {np.std(m[k], ddof=1) / np.sqrt(len(m[k])):.4f}"
+                    for k in ("loss", "top1", "top2")))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -290,8 +345,10 @@ def save_evaluation(evaluated: dict, out_dir: str, suite: str) -> list[str]:
     md = os.path.join(out_dir, f"{suite}.md")
     with open(md, "w") as f:
         f.write(markdown_table(evaluated) + "\n")
+    test = evaluated.get("test", {})
     rows = [{"task": t, "optimizer": o, "learning_rate": rates[t][o], "mean": r.mean,
-             "stderr": r.stderr, "final_losses": r.final_loss.tolist()}
+             "stderr": r.stderr, "final_losses": r.final_loss.tolist(),
+             **({f"test_{k}": v.tolist() for k, v in test[t][o].items()} if t in test else {})}
             for t in results for o, r in results[t].items()]
     js = os.path.join(out_dir, f"{suite}.json")
     with open(js, "w") as f:

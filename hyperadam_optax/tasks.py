@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hyperadam_optax.mlp import init_mlp, mlp_loss
+from hyperadam_optax.mlp import init_mlp, mlp_logits, mlp_loss
 
 PyTree = Any
 
@@ -32,6 +32,8 @@ class TaskFamily:
     init: Callable[[jax.Array, PyTree], PyTree]
     sample_batch: Callable[[jax.Array, PyTree], PyTree]
     loss: Callable[[PyTree, PyTree, PyTree], jax.Array]
+    #: Optional ``(params, inputs) -> logits`` for classification tasks (test accuracy).
+    logits: Callable[[PyTree, jax.Array], jax.Array] | None = None
 
 
 def _log_uniform_scale(key, tree, r: float):
@@ -52,12 +54,15 @@ def mnist_mlp(x: jax.Array, y: jax.Array, *, sizes=(784, 20, 10), activation: st
         idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
         return x[idx], y[idx]
 
+    shape = "" if tuple(sizes) == (784, 20, 10) else "-" + "-".join(map(str, sizes))
     return TaskFamily(
-        name=f"mnist-mlp-{activation}",
+        # The name identifies the task (tuning cache): architecture, init and data size.
+        name=f"mnist-mlp-{activation}{shape}-std{init_std:g}-n{x.shape[0]}",
         sample_task=lambda key: {},
         init=lambda key, task: init_mlp(key, sizes, init_std),
         sample_batch=sample_batch,
         loss=lambda params, batch, task: mlp_loss(params, *batch, activation),
+        logits=lambda params, inputs: mlp_logits(params, inputs, activation),
     )
 
 

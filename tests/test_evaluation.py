@@ -137,6 +137,21 @@ def test_evaluate_cli(tmp_path, capsys):
     assert (out / "table2.png").stat().st_size > 10_000
 
 
+def test_generalisation_metrics(mnist):
+    from hyperadam_optax.data import mnist_5k_split
+
+    train, test = mnist_5k_split()
+    assert len(train.y) == 4000 and len(test.y) == 1000
+    assert not set(map(bytes, train.x[:200])) & set(map(bytes, test.x))  # disjoint images
+    family = tasks.mnist_mlp(train.x, train.y)
+    m = ev.test_metrics(lambda _: optax.adam(2 ** -5), family, test.x, test.y, steps=80, runs=3,
+                        seed=0)
+    assert np.all(m["top1"] > 0.7) and np.all(m["top2"] >= m["top1"])
+    untrained = ev.test_metrics(lambda _: optax.sgd(0.0), family, test.x, test.y, steps=2, runs=3,
+                                seed=0)
+    assert np.all(untrained["top1"] < 0.3) and np.all(m["loss"] < untrained["loss"])
+
+
 def test_evaluate_cli_bad_input(tmp_path, capsys):
     from hyperadam_optax import cli
 
@@ -149,3 +164,11 @@ def test_evaluate_cli_bad_input(tmp_path, capsys):
     assert e.value.code == 2 and "not a readable" in capsys.readouterr().err
 
 
+
+
+@pytest.mark.slow
+def test_generalisation_suite_end_to_end():
+    out = ev.evaluate_suite("generalisation", ["adam@0.001"], runs=2, steps=5, progress=False)
+    assert set(out["test"]) == {"mlp-sigmoid", "cnn1", "cnn2"}
+    table = ev.markdown_table(out)
+    assert "Held-out images" in table and table.count("adam@0.001") == 2
