@@ -31,8 +31,8 @@ BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "adam": optax.adam,
 }
 
-#: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^3 (Adadelta and SGD on sigmoid
-#: MLPs want rates above 1).
+#: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^3, extended while the best rate
+#: is at an end (Adadelta and SGD on sigmoid MLPs want rates above 1).
 LR_GRID = tuple(float(2.0 ** (k / 2)) for k in range(-24, 7))
 
 #: Added to the seed of tuning runs so tuning never sees the reported runs' seeds.
@@ -124,11 +124,12 @@ def _injected(name: str):
 
 
 def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, seed: int,
-                       grid=LR_GRID, cache_path: str | None = None) -> float:
-    """The grid rate with the lowest mean protocol loss on tuning seeds (cached on disk).
+                       grid=LR_GRID, cache_path: str | None = None, max_extend: int = 8) -> float:
+    """The rate with the lowest mean protocol loss on tuning seeds (cached on disk).
 
     Tuning uses seeds ``seed + TUNING_SEED_OFFSET``, never the reported runs' seeds; runs that
-    diverge count as infinite loss.
+    diverge count as infinite loss. While the best rate is at an end of the grid, the grid is
+    extended by sqrt(2) steps past that end (at most ``max_extend`` times 4 rates).
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
@@ -139,15 +140,30 @@ def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, 
             cache = json.load(f)
         if key in cache:
             return float(cache[key]["learning_rate"])
-    results = run_protocol(_injected(name), family, steps=steps, runs=runs,
-                           seed=seed + TUNING_SEED_OFFSET, hypers=grid)
-    scores = [r.mean if np.all(np.isfinite(r.final_loss)) else np.inf for r in results]
-    best = float(grid[int(np.argmin(scores))])
+
+    def score(rates):
+        results = run_protocol(_injected(name), family, steps=steps, runs=runs,
+                               seed=seed + TUNING_SEED_OFFSET, hypers=rates)
+        return {lr: (r.mean if np.all(np.isfinite(r.final_loss)) else np.inf)
+                for lr, r in zip(rates, results)}
+
+    scores = score(tuple(grid))
+    for _ in range(max_extend):
+        rates = sorted(scores)
+        best = min(rates, key=scores.get)
+        if best == rates[-1]:
+            scores.update(score(tuple(best * 2.0 ** (k / 2) for k in range(1, 5))))
+        elif best == rates[0]:
+            scores.update(score(tuple(best * 2.0 ** (-k / 2) for k in range(1, 5))))
+        else:
+            break
+    best = float(min(scores, key=scores.get))
     if cache_path:
         from hyperadam_optax._checkpoint import atomic_write
 
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        cache[key] = {"learning_rate": best, "scores": [float(s) for s in scores]}
+        cache[key] = {"learning_rate": best,
+                      "scores": {repr(lr): float(v) for lr, v in sorted(scores.items())}}
         text = json.dumps(cache, indent=1).encode()
         atomic_write(cache_path, lambda f: f.write(text))
     return best
@@ -305,8 +321,7 @@ def markdown_table(evaluated: dict) -> str:
         cells = []
         for t in task_names:
             r, lr = results[t][label], rates[t][label]
-            edge = lr is not None and lr in (LR_GRID[0], LR_GRID[-1])
-            tuned = f" (lr {lr:.3g}{', grid edge' if edge else ''})" if lr is not None else ""
+            tuned = f" (lr {lr:.3g})" if lr is not None else ""
             cells.append(f"{r.mean:.4f} ± {r.stderr:.4f}{tuned}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     learned = [lab for lab in labels if lab.split("@")[0] not in BASELINES]
