@@ -16,7 +16,12 @@ from hyperadam_optax._coordinatewise import (
     state_dtype_for,
     zeros_state,
 )
-from hyperadam_optax._lstm import glorot_uniform, lstm_bias_init, lstm_step, truncated_normal
+from hyperadam_optax._lstm import (
+    glorot_uniform,
+    lstm_bias_init,
+    truncated_normal,
+    two_layer_lstm_output,
+)
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
 
 #: ``(k, output_scale)`` of the two published variants of the preprocessing and output.
@@ -116,13 +121,11 @@ def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
             cdt = compute_dtype([h1.dtype], mp)
             w = jax.tree.map(lambda x: x.astype(cdt), mp)
             x = log_sign_preprocess(g.astype(cdt).reshape(-1), k)
-            flat = [a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)]
-            h1n, c1n = lstm_step(x, flat[0], flat[1], w.theta_h1, w.b_h1)
-            h2n, c2n = lstm_step(h1n, flat[2], flat[3], w.theta_h2, w.b_h2)
-            out = (h2n @ w.theta_out)[:, 0] + w.b_out[0]
+            out, states = two_layer_lstm_output(
+                x, *(a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)), w)
             d = -output_scale * out
             return (d.reshape(g.shape).astype(g.dtype),
-                    *(a.reshape(h1.shape).astype(h1.dtype) for a in (h1n, c1n, h2n, c2n)))
+                    *(a.reshape(h1.shape).astype(h1.dtype) for a in states))
 
         d, *fields = map_leaves(leaf, 5, updates, *state[1:])
         return d, DMState(optax.safe_increment(state.count), *fields)

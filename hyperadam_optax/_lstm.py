@@ -69,3 +69,14 @@ def lstm_step(
     c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
     h = sigmoid(o) * jnp.tanh(c)
     return h, c
+
+
+def two_layer_lstm_output(x, h1, c1, h2, c2, w) -> tuple[jax.Array, tuple]:
+    """RNNprop's and the DMoptimizer's shared core: two stacked LSTM layers and a dense output.
+
+    ``w`` has fields ``theta_h1, b_h1, theta_h2, b_h2, theta_out, b_out``; states are
+    ``(n, H)``. Returns ``out`` of shape ``(n,)`` and the new ``(h1, c1, h2, c2)``.
+    """
+    h1, c1 = lstm_step(x, h1, c1, w.theta_h1, w.b_h1)
+    h2, c2 = lstm_step(h1, h2, c2, w.theta_h2, w.b_h2)
+    return (h2 @ w.theta_out)[:, 0] + w.b_out[0], (h1, c1, h2, c2)

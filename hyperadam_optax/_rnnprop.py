@@ -15,7 +15,12 @@ from hyperadam_optax._coordinatewise import (
     state_dtype_for,
     zeros_state,
 )
-from hyperadam_optax._lstm import glorot_uniform, lstm_bias_init, lstm_step, truncated_normal
+from hyperadam_optax._lstm import (
+    glorot_uniform,
+    lstm_bias_init,
+    truncated_normal,
+    two_layer_lstm_output,
+)
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
 
 
@@ -115,15 +120,13 @@ def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float 
             sv = jnp.sqrt(v_new / (1 - b2**t)) + eps
             inputs = jnp.stack([gf / sv, (m_new / (1 - b1**t)) / sv], axis=-1)
             x = jax.nn.elu(inputs @ w.theta_in + w.b_in[None, :])
-            flat = [a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)]
-            h1n, c1n = lstm_step(x, flat[0], flat[1], w.theta_h1, w.b_h1)
-            h2n, c2n = lstm_step(h1n, flat[2], flat[3], w.theta_h2, w.b_h2)
-            out = (h2n @ w.theta_out)[:, 0] + w.b_out[0]
+            out, states = two_layer_lstm_output(
+                x, *(a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)), w)
             d = output_scale * jnp.tanh(out)
             sd = m.dtype
             return (d.reshape(g.shape).astype(g.dtype), m_new.reshape(g.shape).astype(sd),
                     v_new.reshape(g.shape).astype(sd),
-                    *(a.reshape(h1.shape).astype(sd) for a in (h1n, c1n, h2n, c2n)))
+                    *(a.reshape(h1.shape).astype(sd) for a in states))
 
         d, *fields = map_leaves(leaf, 7, updates, *state[1:])
         return d, RNNpropState(count, *fields)
