@@ -1,5 +1,12 @@
-import jax
-import pytest
+import os
+import tempfile
+
+# A private matplotlib cache per test session: a font cache left by another environment
+# (another virtualenv at the same path) cannot leak in.
+os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="mpl-")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
