@@ -17,9 +17,7 @@ from hyperadam_optax._coordinatewise import (
     zeros_state,
 )
 from hyperadam_optax._lstm import (
-    glorot_uniform,
-    lstm_bias_init,
-    truncated_normal,
+    init_two_layer_lstm_output,
     two_layer_lstm_output,
 )
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
@@ -56,17 +54,7 @@ def init_dm_meta_params(key: jax.Array, hidden: int = 20, init: str = "paper", *
                         dtype=jnp.float32) -> DMParams:
     """LSTM kernels Glorot-uniform with forget bias 1, output layer truncated normal (std 0.1),
     zero output bias. (A guess: the reference notes give no initialisation for this model.)"""
-    if init != "paper":
-        raise ValueError(f"init must be 'paper', got {init!r}")
-    if not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int, got {hidden!r}")
-    s = dm_shapes(hidden)
-    k = jax.random.split(key, 3)
-    return DMParams(
-        theta_h1=glorot_uniform(k[0], s["theta_h1"], dtype), b_h1=lstm_bias_init(hidden, 1.0, dtype),
-        theta_h2=glorot_uniform(k[1], s["theta_h2"], dtype), b_h2=lstm_bias_init(hidden, 1.0, dtype),
-        theta_out=truncated_normal(k[2], s["theta_out"], dtype), b_out=jnp.zeros((1,), dtype),
-    )
+    return DMParams(**init_two_layer_lstm_output(jax.random.split(key, 3), 2, hidden, init, dtype))
 
 
 class DMState(NamedTuple):

@@ -80,3 +80,24 @@ def two_layer_lstm_output(x, h1, c1, h2, c2, w) -> tuple[jax.Array, tuple]:
     h1, c1 = lstm_step(x, h1, c1, w.theta_h1, w.b_h1)
     h2, c2 = lstm_step(h1, h2, c2, w.theta_h2, w.b_h2)
     return (h2 @ w.theta_out)[:, 0] + w.b_out[0], (h1, c1, h2, c2)
+
+
+def init_two_layer_lstm_output(keys, n_in: int, hidden: int, init: str, dtype) -> dict:
+    """The fields of :func:`two_layer_lstm_output` for input width ``n_in``: LSTM kernels
+    Glorot-uniform with forget bias 1, output layer truncated normal (std 0.1), zero bias.
+
+    ``keys``: three PRNG keys (first layer, second layer, output layer).
+    """
+    if init != "paper":
+        raise ValueError(f"init must be 'paper', got {init!r}")
+    if not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive int, got {hidden!r}")
+    k_h1, k_h2, k_out = keys
+    return {
+        "theta_h1": glorot_uniform(k_h1, (n_in + hidden, 4 * hidden), dtype),
+        "b_h1": lstm_bias_init(hidden, 1.0, dtype),
+        "theta_h2": glorot_uniform(k_h2, (2 * hidden, 4 * hidden), dtype),
+        "b_h2": lstm_bias_init(hidden, 1.0, dtype),
+        "theta_out": truncated_normal(k_out, (hidden, 1), dtype),
+        "b_out": jnp.zeros((1,), dtype),
+    }

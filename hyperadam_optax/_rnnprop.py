@@ -16,8 +16,7 @@ from hyperadam_optax._coordinatewise import (
     zeros_state,
 )
 from hyperadam_optax._lstm import (
-    glorot_uniform,
-    lstm_bias_init,
+    init_two_layer_lstm_output,
     truncated_normal,
     two_layer_lstm_output,
 )
@@ -54,18 +53,10 @@ def init_rnnprop_meta_params(key: jax.Array, hidden: int = 20, init: str = "pape
                              dtype=jnp.float32) -> RNNpropParams:
     """The RNNprop authors' initialisation: dense layers truncated normal (std 0.1) with zero
     bias; LSTM kernels Glorot-uniform (TensorFlow's default), forget bias 1, other biases 0."""
-    if init != "paper":
-        raise ValueError(f"init must be 'paper', got {init!r}")
-    if not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int, got {hidden!r}")
-    s = rnnprop_shapes(hidden)
     k = jax.random.split(key, 4)
-    return RNNpropParams(
-        theta_in=truncated_normal(k[0], s["theta_in"], dtype), b_in=jnp.zeros((hidden,), dtype),
-        theta_h1=glorot_uniform(k[1], s["theta_h1"], dtype), b_h1=lstm_bias_init(hidden, 1.0, dtype),
-        theta_h2=glorot_uniform(k[2], s["theta_h2"], dtype), b_h2=lstm_bias_init(hidden, 1.0, dtype),
-        theta_out=truncated_normal(k[3], s["theta_out"], dtype), b_out=jnp.zeros((1,), dtype),
-    )
+    core = init_two_layer_lstm_output(k[1:], hidden, hidden, init, dtype)
+    return RNNpropParams(theta_in=truncated_normal(k[0], (2, hidden), dtype),
+                         b_in=jnp.zeros((hidden,), dtype), **core)
 
 
 class RNNpropState(NamedTuple):

@@ -15,38 +15,19 @@ from hyperadam_optax._hyperadam import hyperadam
 from hyperadam_optax._meta_params import init_meta_params
 from hyperadam_optax._pretrained import PretrainedWeightsUnavailableError, load_pretrained
 from hyperadam_optax.data import load_mnist_5k
-from hyperadam_optax.mlp import init_mlp, mlp_loss
+from hyperadam_optax.evaluation import run_protocol
+from hyperadam_optax.tasks import mnist_mlp
 
 #: Adam's rate tuned by the authors for the sigmoid MLP (2^-5, reference notes).
 ADAM_LR = 2.0**-5
 
 
 def training_curves(tx: optax.GradientTransformation, x: jax.Array, y: jax.Array, *,
-                    steps: int, runs: int, seed: int, batch_size: int = 128,
-                    activation: str = "sigmoid") -> np.ndarray:
-    """Minibatch losses ``(runs, steps)`` of the 784-20-10 MLP trained by ``tx``.
-
-    One compiled program: a ``lax.scan`` over steps, ``vmap``-ped over runs. Runs with
-    the same ``seed`` see the same initialisations and minibatches for every optimizer.
-    """
-
-    def one_run(key):
-        init_key, data_key = jax.random.split(key)
-        params = init_mlp(init_key)
-
-        def step(carry, k):
-            params, state = carry
-            idx = jax.random.randint(k, (batch_size,), 0, x.shape[0])
-            loss, grads = jax.value_and_grad(mlp_loss)(params, x[idx], y[idx], activation)
-            updates, state = tx.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), loss
-
-        _, losses = jax.lax.scan(step, (params, tx.init(params)),
-                                 jax.random.split(data_key, steps))
-        return losses
-
-    keys = jax.random.split(jax.random.key(seed), runs)
-    return np.asarray(jax.jit(jax.vmap(one_run))(keys))
+                    steps: int, runs: int, seed: int, activation: str = "sigmoid") -> np.ndarray:
+    """Minibatch losses ``(runs, steps)`` of the 784-20-10 MLP (batch 128) trained by ``tx``:
+    the evaluation protocol's runs (one compiled program, paired seeds)."""
+    family = mnist_mlp(x, y, activation=activation)
+    return run_protocol(lambda _: tx, family, steps=steps, runs=runs, seed=seed).curve
 
 
 def demo_optimizers(hyperadam_lr: float, adam_lr: float, log: Callable[[str], None]):

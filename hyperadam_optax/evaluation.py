@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperadam_optax.tasks import TaskFamily
+from hyperadam_optax.tasks import TaskFamily, train
 
 #: Hand-designed baselines, each ``learning_rate -> transform`` (optax defaults otherwise).
 BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
@@ -57,22 +57,10 @@ class RunResult:
 
 
 def _one_run(make_tx, family: TaskFamily, steps: int, key, hyper):
-    tx = make_tx(hyper)
-    k_task, k_init, k_data = jax.random.split(key, 3)
-    task = family.sample_task(k_task)
-    params = family.init(k_init, task)
-    data_keys = jax.random.split(k_data, steps)
-
-    def step(carry, k):
-        params, state = carry
-        loss, grads = jax.value_and_grad(family.loss)(params, family.sample_batch(k, task), task)
-        updates, state = tx.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
-
-    (final, _), curve = jax.lax.scan(step, (params, tx.init(params)), data_keys)
+    curve, final, task, step_keys = train(make_tx(hyper), family, key, steps)
     # The FINAL parameters' loss averaged over the same minibatches seen during the run.
     final_losses = jax.lax.map(lambda k: family.loss(final, family.sample_batch(k, task), task),
-                               data_keys)
+                               step_keys)
     return jnp.mean(final_losses), curve, final
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperadam_optax.tasks import TaskFamily
+from hyperadam_optax.tasks import TaskFamily, train
 
 PyTree = Any
 
@@ -275,20 +275,7 @@ def make_evaluator(optimizer: LearnedOptimizer, family: TaskFamily, *, num_tasks
     keys = jax.random.split(jax.random.PRNGKey(seed), num_tasks)
 
     def run(meta_params, key):
-        tx = optimizer.make(meta_params)
-        k_task, k_init, k_data = jax.random.split(key, 3)
-        task = family.sample_task(k_task)
-        params = family.init(k_init, task)
-
-        def step(carry, k):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(family.loss)(params, family.sample_batch(k, task),
-                                                          task)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        _, losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_data, steps))
-        return jnp.mean(losses)
+        return jnp.mean(train(optimizer.make(meta_params), family, key, steps)[0])
 
     @jax.jit
     def evaluate(meta_params):

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from hyperadam_optax.mlp import init_mlp, mlp_logits, mlp_loss
 
@@ -34,6 +35,28 @@ class TaskFamily:
     loss: Callable[[PyTree, PyTree, PyTree], jax.Array]
     #: Optional ``(params, inputs) -> logits`` for classification tasks (test accuracy).
     logits: Callable[[PyTree, jax.Array], jax.Array] | None = None
+
+
+def train(tx, family: TaskFamily, key: jax.Array, steps: int):
+    """Train one task instance drawn with ``key`` for ``steps`` steps of ``tx``.
+
+    ``key`` splits into (task, init, data) keys; the data key into one key per step. Returns
+    ``(losses, final_params, task, step_keys)``: the pre-update minibatch losses ``(steps,)``,
+    so a caller can re-draw the same minibatches from ``step_keys``.
+    """
+    k_task, k_init, k_data = jax.random.split(key, 3)
+    task = family.sample_task(k_task)
+    params = family.init(k_init, task)
+    step_keys = jax.random.split(k_data, steps)
+
+    def step(carry, k):
+        params, state = carry
+        loss, grads = jax.value_and_grad(family.loss)(params, family.sample_batch(k, task), task)
+        updates, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), loss
+
+    (final, _), losses = jax.lax.scan(step, (params, tx.init(params)), step_keys)
+    return losses, final, task, step_keys
 
 
 def _log_uniform_scale(key, tree, r: float):
