@@ -13,7 +13,11 @@ from hyperadam_optax._meta_params import (
     adam_meta_params,
     init_meta_params,
 )
-from hyperadam_optax._pretrained import PretrainedWeightsUnavailableError, load_pretrained
+from hyperadam_optax._pretrained import (
+    PretrainedWeightsUnavailableError,
+    load_pretrained,
+    pretrained_card,
+)
 from hyperadam_optax._rnnprop import (
     RNNpropParams,
     RNNpropState,
@@ -44,6 +48,7 @@ __all__ = [
     "init_meta_params",
     "load_meta_params",
     "load_pretrained",
+    "pretrained_card",
     "save_meta_params",
     "scale_by_hyperadam",
 ]

@@ -105,8 +105,10 @@ def scale_by_hyperadam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps):
-    """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c)."""
+def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps,
+                    internals: bool = False):
+    """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c), and with
+    ``internals=True`` also lists (β, γ, ρ) of shape ``leaf.shape + (J,)``."""
     j = mp.b_u.shape[0]
     state_dtypes = [m.dtype for m in ms]
     cdt = compute_dtype(state_dtypes, mp)
@@ -137,7 +139,7 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     w_s = jnp.concatenate([theta_ur[j:] * rs[:, None], mp.theta_q], axis=1)
     b_s = jnp.concatenate([mp.b_u, mp.b_r, mp.b_q])[None, :]
 
-    out = [[] for _ in range(7)]
+    out = [[] for _ in range(10 if internals else 7)]
     for idx, (gi, mi, vi, bhi, ghi, si, (_, ci)) in enumerate(zip(g, m, v, bh, gh, s, lstm)):
         pre_m = mi @ w_m
         pre_s = si @ w_s + b_s
@@ -157,7 +159,26 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
         out[0].append(d.reshape(shape).astype(grads[idx].dtype))
         for k, x in enumerate((mi, vi, bhi, ghi, si, ci), start=1):
             out[k].append(x.reshape(shape + (j,)).astype(state_dtypes[idx]))
+        if internals:
+            for k, x in enumerate((beta, gamma, rho), start=7):
+                out[k].append(x.reshape(shape + (j,)))
     return out
+
+
+def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamState,
+                        *, eps: float = 1e-24) -> dict:
+    """The decay rates and weights HyperAdam uses in the step from ``state`` on ``updates``.
+
+    Returns ``{"beta": β_t, "gamma": γ_t, "rho": ρ_t}`` (Alg. 2 lines 9, 10, 17), each a
+    pytree like ``updates`` with leaves of shape ``leaf.shape + (J,)``: what the learned
+    optimizer decides per coordinate and candidate. ``state`` is the state of
+    :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`).
+    """
+    grads, treedef = jax.tree.flatten(updates)
+    fields = [treedef.flatten_up_to(x) for x in state[1:]]
+    *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps, internals=True)
+    return {k: jax.tree.unflatten(treedef, v) for k, v in
+            (("beta", beta), ("gamma", gamma), ("rho", rho))}
 
 
 def hyperadam(

@@ -12,9 +12,8 @@ import numpy as np
 import optax
 
 from hyperadam_optax._hyperadam import hyperadam
-from hyperadam_optax._meta_params import init_meta_params
-from hyperadam_optax._pretrained import PretrainedWeightsUnavailableError, load_pretrained
-from hyperadam_optax.data import load_mnist_5k
+from hyperadam_optax._pretrained import load_pretrained, pretrained_card
+from hyperadam_optax.data import mnist_5k_split
 from hyperadam_optax.evaluation import run_protocol
 from hyperadam_optax.tasks import mnist_mlp
 
@@ -30,35 +29,28 @@ def training_curves(tx: optax.GradientTransformation, x: jax.Array, y: jax.Array
     return run_protocol(lambda _: tx, family, steps=steps, runs=runs, seed=seed).curve
 
 
-def demo_optimizers(hyperadam_lr: float, adam_lr: float, log: Callable[[str], None]):
-    """``{label: transform}``: pretrained HyperAdam if shipped, else the Adam warm start."""
-    try:
-        meta = load_pretrained("hyperadam")
-        label = "HyperAdam (pretrained)"
-    except PretrainedWeightsUnavailableError:
-        meta = init_meta_params(jax.random.key(0), 20, "adam")
-        label = "HyperAdam (Adam warm start)"
-        log("No pretrained HyperAdam weights are shipped yet: using the Adam warm start "
-            "(init='adam'), which behaves like Adam(0.9, 0.999) before meta-training.")
-    optimizers = {
-        f"{label}, lr {hyperadam_lr:g}": hyperadam(hyperadam_lr, meta),
+def demo_optimizers(hyperadam_lr: float, adam_lr: float) -> dict:
+    """``{label: transform}``: HyperAdam with the shipped meta-parameters, and Adam."""
+    return {
+        f"HyperAdam (pretrained), lr {hyperadam_lr:g}": hyperadam(hyperadam_lr,
+                                                                   load_pretrained("hyperadam")),
         f"Adam, lr {adam_lr:g}": optax.adam(adam_lr),
     }
-    if hyperadam_lr != adam_lr:
-        optimizers[f"Adam, lr {hyperadam_lr:g} (HyperAdam's rate)"] = optax.adam(hyperadam_lr)
-    return optimizers
 
 
 def run_demo(steps: int = 200, runs: int = 10, seed: int = 0, out: str | None = "demo.png",
              hyperadam_lr: float = 0.005, adam_lr: float = ADAM_LR,
              log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
     """Train with each optimizer, print a loss table, save a loss-curve PNG to ``out``."""
-    data = load_mnist_5k()
+    data = mnist_5k_split()[0]
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    log(f"MLP 784-20-10 sigmoid, batch 128, on the embedded real MNIST ({x.shape[0]} images); "
-        f"{runs} runs x {steps} steps per optimizer, seed {seed}.")
+    log(f"MLP 784-20-10 sigmoid, batch 128, on the embedded real MNIST ({x.shape[0]} training "
+        f"images); {runs} runs x {steps} steps per optimizer, seed {seed}.")
+    card = pretrained_card("hyperadam")
+    log(f"HyperAdam's shipped meta-parameters: meta-step {card['chosen_checkpoint']['meta_step']} "
+        f"of `{card['command']}`.")
     curves = {}
-    optimizers = demo_optimizers(hyperadam_lr, adam_lr, log)
+    optimizers = demo_optimizers(hyperadam_lr, adam_lr)
     try:
         from tqdm.auto import tqdm
 

@@ -213,9 +213,12 @@ class OptimizerSpec:
 
 
 def parse_optimizer(text: str) -> OptimizerSpec:
-    """``adam`` (tuned), ``adam@0.01`` (fixed rate), ``hyperadam:PATH.npz`` or ``hyperadam:warm``
-    (the Adam warm start), ``rnnprop:PATH.npz``, ``dm:PATH.npz`` (learned, default rate)."""
+    """``adam`` (tuned), ``adam@0.01`` (fixed rate); ``hyperadam``, ``rnnprop``, ``dm`` (the
+    pretrained meta-parameters shipped in the package), ``hyperadam:PATH.npz`` (and likewise
+    ``rnnprop:``, ``dm:``), or ``hyperadam:warm`` (the Adam warm start); learned optimizers
+    run at their default learning rate."""
     from hyperadam_optax import _dm_optimizer, _hyperadam, _meta_params, _rnnprop
+    from hyperadam_optax._pretrained import load_pretrained
     from hyperadam_optax._serialization import load_meta_params
 
     name, _, arg = text.partition(":")
@@ -230,14 +233,19 @@ def parse_optimizer(text: str) -> OptimizerSpec:
                  "dm": _dm_optimizer.dm_optimizer}
     if name not in factories:
         raise ValueError(f"unknown optimizer {text!r}; expected a baseline "
-                         f"({', '.join(BASELINES)}) or hyperadam:PATH, rnnprop:PATH, dm:PATH")
+                         f"({', '.join(BASELINES)}) or hyperadam, rnnprop, dm (pretrained), "
+                         "optionally with ':PATH.npz'")
     if not arg:
-        raise ValueError(f"{text!r}: a learned optimizer needs ':PATH.npz' (or hyperadam:warm)")
-    if name == "hyperadam" and arg == "warm":
+        theta = load_pretrained(PRETRAINED_NAMES[name])
+    elif name == "hyperadam" and arg == "warm":
         theta = _meta_params.init_meta_params(jax.random.key(0), 20, "adam")
     else:
         theta = load_meta_params(arg)
     return OptimizerSpec(label=text, make=lambda: factories[name](meta_params=theta))
+
+
+#: Optimizer names of the CLI -> names of the shipped weights (``pretrained/<name>.npz``).
+PRETRAINED_NAMES = {"hyperadam": "hyperadam", "rnnprop": "rnnprop", "dm": "dm_optimizer"}
 
 
 def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps: int = 100,

@@ -54,6 +54,18 @@ def _load_data(task: str, data_dir: str | None):
     return (d.x, d.y), f"MNIST train from {os.path.abspath(data_dir)}"
 
 
+def _git_commit() -> str | None:
+    """The commit of the checkout this package runs from (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def run_config(*, optimizer: str, task: str, init: str, config: mt.MetaTrainConfig, seed: int,
                data: str, warm_start_step: float | None = None) -> dict:
     """The fields that define a run: resuming with any of them changed is refused."""
@@ -71,7 +83,8 @@ def _checkpoint_steps(ckpt_dir: str) -> list[int]:
     return sorted(steps)
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (a line cut by a kill ends the list)."""
     if not os.path.exists(path):
         return []
     rows = []
@@ -145,7 +158,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         start = steps_done[-1]
         state = mt.shard_meta_state(
             load_pytree(os.path.join(ckpt_dir, f"ckpt_{start:08d}.npz"), state))
-        history = [r for r in _read_jsonl(metrics_path) if r["step"] <= start]
+        history = [r for r in read_metrics(metrics_path) if r["step"] <= start]
         vals = [r for r in history if "validation_loss" in r]
         if vals:
             b = min(vals, key=lambda r: r["validation_loss"])
@@ -224,6 +237,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         "skipped_meta_steps": int(state.skipped),
         "wall_time_s": round(wall, 1),
         "seed": seed,
+        "commit": _git_commit(),
         "best": best,
         "final_validation_loss": next(r["validation_loss"] for r in reversed(history)
                                       if "validation_loss" in r),

@@ -50,4 +50,5 @@ class ReferenceHyperAdam:
         # WeightCell and combination
         rho = elu(s @ t["theta_q"] + t["b_q"])
         self.s = s
+        self.last = {"beta": beta, "gamma": gamma, "rho": rho}
         return np.sum(rho * m_hat, axis=1)

@@ -27,14 +27,15 @@ def test_demo_trains_and_plots(tmp_path, capsys):
     out = tmp_path / "curves.png"
     curves = run_demo(steps=30, runs=2, seed=1, out=str(out))
     assert out.stat().st_size > 10_000
-    assert len(curves) == 3
+    assert len(curves) == 2
     for c in curves.values():
         assert c.shape == (2, 30)
         assert c[:, -5:].mean() < c[:, :5].mean()  # every optimizer learns
     adam = next(c for label, c in curves.items() if label.startswith("Adam, lr 0.03125"))
     assert adam[:, -5:].mean() < 1.5
     printed = capsys.readouterr().out
-    assert "Adam warm start" in printed and "| optimizer |" in printed
+    assert "HyperAdam (pretrained)" in printed and "| optimizer |" in printed
+    assert "shipped meta-parameters: meta-step" in printed
 
 
 def test_cli_demo(tmp_path, capsys):
