@@ -7,7 +7,12 @@ from hyperadam_optax._dm_optimizer import (
     init_dm_meta_params,
     scale_by_dm_optimizer,
 )
-from hyperadam_optax._hyperadam import HyperAdamState, hyperadam, scale_by_hyperadam
+from hyperadam_optax._hyperadam import (
+    HyperAdamState,
+    hyperadam,
+    hyperadam_internals,
+    scale_by_hyperadam,
+)
 from hyperadam_optax._meta_params import (
     HyperAdamParams,
     adam_meta_params,
@@ -45,6 +50,7 @@ __all__ = [
     "PretrainedWeightsUnavailableError",
     "adam_meta_params",
     "hyperadam",
+    "hyperadam_internals",
     "init_meta_params",
     "load_meta_params",
     "load_pretrained",

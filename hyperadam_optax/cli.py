@@ -70,10 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("evaluate", help="the paper's evaluation protocol and tables")
-    ev.add_argument("--suite", default="table1", help="table1, table2, deep-mlp or all")
+    ev.add_argument("--suite", default="table1",
+                    help="table1, table2, deep-mlp, cnn, long-horizon, generalisation or all")
     ev.add_argument("--optimizers", default="sgd,momentum,adagrad,adadelta,rmsprop,adam",
                     help="comma-separated: a baseline (tuned) or baseline@rate, "
                          "hyperadam:PATH.npz | hyperadam:warm, rnnprop:PATH.npz, dm:PATH.npz")
+    ev.add_argument("--tasks", default=None,
+                    help="comma-separated subset of the suite's tasks (default: all)")
     ev.add_argument("--runs", type=_positive_int, default=100)
     ev.add_argument("--steps", type=_positive_int, default=100)
     ev.add_argument("--tune-runs", type=_positive_int, default=10,
@@ -110,7 +113,8 @@ def _evaluate(args) -> None:
         evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
                                    steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
                                    cache_path=cache, data=data, test_data=test_data,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress,
+                                   tasks=args.tasks.split(",") if args.tasks else None)
         print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
         print(markdown_table(evaluated))
         paths = save_evaluation(evaluated, args.out_dir, suite)

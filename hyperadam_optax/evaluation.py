@@ -250,14 +250,16 @@ PRETRAINED_NAMES = {"hyperadam": "hyperadam", "rnnprop": "rnnprop", "dm": "dm_op
 
 def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps: int = 100,
                    seed: int = 0, tune_runs: int = 10, cache_path: str | None = None,
-                   data=None, test_data=None, progress: bool = True) -> dict:
+                   data=None, test_data=None, progress: bool = True,
+                   tasks: list[str] | None = None) -> dict:
     """Every (task, optimizer) of ``suite``: ``{"results": {task: {label: RunResult}},
     "learning_rates": {task: {label: rate}}}`` and, for ``"generalisation"``, ``"test":
     {task: {label: {"loss", "top1", "top2"}}}`` on ``test_data``.
 
     ``data``/``test_data``: MNIST ``(x, y)``; default: the embedded 5,000 images, split into
     4,000 for training and 1,000 held out (:func:`~hyperadam_optax.data.mnist_5k_split`), the
-    held-out ones used only by the generalisation suite.
+    held-out ones used only by the generalisation suite. ``tasks``: a subset of the suite's
+    task names (default: all).
     """
     if data is None and suite != "table2":
         from hyperadam_optax.data import mnist_5k_split
@@ -266,7 +268,12 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
         data, test_data = (train.x, train.y), (test.x, test.y)
     if suite == "generalisation" and test_data is None:
         raise ValueError("the generalisation suite needs held-out test images (test_data)")
-    tasks = suite_tasks(suite, data)
+    all_tasks = suite_tasks(suite, data)
+    unknown = sorted(set(tasks or ()) - set(all_tasks))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "
+                         f"{list(all_tasks)}")
+    tasks = {t: f for t, f in all_tasks.items() if tasks is None or t in tasks}
     specs = [parse_optimizer(o) for o in optimizers]
     pairs = [(t, s) for t in tasks for s in specs]
     bar = None

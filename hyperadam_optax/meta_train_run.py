@@ -201,6 +201,13 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
             os.unlink(os.path.join(ckpt_dir, f"ckpt_{old:08d}.npz"))
         return val
 
+    commands = []  # every command that contributed meta-steps to this run, in order
+    card_path = os.path.join(out_dir, "card.json")
+    if start > 0 and os.path.exists(card_path):
+        with open(card_path) as f:
+            previous = json.load(f)
+        commands = previous.get("commands", [previous.get("command")])
+    commands.append(command)
     t_start = time.perf_counter()
     wall_before = max([r.get("wall_s", 0.0) for r in history] or [0.0])
     with open(metrics_path, "a") as metrics_file:
@@ -232,6 +239,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     wall = wall_before + time.perf_counter() - t_start
     card = {
         "command": command,
+        "commands": commands,
         "config": identity,
         "meta_steps": meta_steps,
         "skipped_meta_steps": int(state.skipped),
@@ -245,7 +253,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         "devices": [str(d) for d in jax.devices()],
     }
     save_meta_params(os.path.join(out_dir, "meta_params.npz"), state.meta_params, card)
-    atomic_write(os.path.join(out_dir, "card.json"),
+    atomic_write(card_path,
                  lambda f: f.write(json.dumps(card, indent=2).encode()))
     try:
         plot_metrics(history, os.path.join(out_dir, "meta_loss.png"))

@@ -45,6 +45,8 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
     card = {
         "name": name,
         "command": run_card["command"],
+        # A run resumed after a kill or extended lists every command, in order.
+        "commands": run_card.get("commands", [run_card["command"]]),
         "config": run_card["config"],
         "meta_steps": run_card["meta_steps"],
         "chosen_checkpoint": {"meta_step": chosen["step"],

@@ -107,12 +107,15 @@ def test_suites_and_optimizer_specs():
     assert ev.parse_optimizer("adam@0.01").lr == 0.01
     with pytest.raises(ValueError, match="unknown optimizer"):
         ev.parse_optimizer("lion")
-    with pytest.raises(ValueError, match="needs ':PATH.npz'"):
-        ev.parse_optimizer("rnnprop")
+    assert ev.parse_optimizer("rnnprop").make() is not None  # the shipped weights
+    with pytest.raises(ValueError, match="not a readable"):
+        ev.parse_optimizer("dm:/nonexistent.npz")
     with pytest.raises(ValueError, match="unknown suite"):
         ev.suite_tasks("table9", data)
     assert list(ev.suite_tasks("long-horizon", data)) == ["mlp-sigmoid", "mlp-9hidden", "cnn2",
                                                           "sine-2layer"]
+    with pytest.raises(ValueError, match=r"unknown tasks \['mlp-swish'\]"):
+        ev.evaluate_suite("table1", ["adam@0.01"], tasks=["mlp-swish"], data=data)
 
 
 @pytest.mark.slow

@@ -6,8 +6,7 @@ import numpy as np
 from reference_hyperadam import ReferenceHyperAdam
 
 import hyperadam_optax as ha
-from hyperadam_optax import tasks
-from hyperadam_optax._hyperadam import hyperadam_internals
+from hyperadam_optax import hyperadam_internals, tasks
 from hyperadam_optax.introspection import plot_trace, trace_hyperadam
 
 

@@ -106,8 +106,3 @@ def test_load_refuses_pickled_objects(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="not a readable"):
         ha.load_meta_params(tmp_path / "absent.npz")
-
-
-def test_no_pretrained_weights_is_a_clear_error():
-    with pytest.raises(ha.PretrainedWeightsUnavailableError, match="ships no pretrained"):
-        ha.hyperadam()

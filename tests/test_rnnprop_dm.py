@@ -148,12 +148,6 @@ def test_bad_meta_params_and_variant():
         ha.scale_by_dm_optimizer(ha.init_dm_meta_params(jax.random.key(0)), variant="google")
 
 
-@pytest.mark.parametrize("factory", [ha.rnnprop, ha.dm_optimizer])
-def test_no_pretrained_weights_is_a_clear_error(factory):
-    with pytest.raises(ha.PretrainedWeightsUnavailableError, match="ships no pretrained"):
-        factory()
-
-
 @pytest.mark.parametrize("init", [ha.init_rnnprop_meta_params, ha.init_dm_meta_params])
 def test_save_load_roundtrip(tmp_path, init):
     theta = init(jax.random.key(7), 5)
