@@ -84,12 +84,12 @@ def loss_table(curves: dict[str, np.ndarray]) -> str:
 
 
 def plot_curves(curves: dict[str, np.ndarray], path: str) -> None:
-    import matplotlib
+    # The object-oriented API: no pyplot, so the caller's backend (e.g. a notebook's
+    # inline one) is never switched.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for label, c in curves.items():
         mean = c.mean(axis=0)
         se = c.std(axis=0, ddof=1) / np.sqrt(c.shape[0]) if c.shape[0] > 1 else 0 * mean
@@ -103,4 +103,3 @@ def plot_curves(curves: dict[str, np.ndarray], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -386,15 +386,15 @@ def save_evaluation(evaluated: dict, out_dir: str, suite: str) -> list[str]:
 
 def plot_curves(results: dict, path: str) -> str:
     """Mean minibatch-loss curves with standard-error bands, one panel per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object-oriented API: no pyplot, so the caller's backend (e.g. a notebook's
+    # inline one) is never switched.
+    from matplotlib.figure import Figure
 
     n = len(results)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (task, by_opt) in zip(axes.ravel(), results.items()):
         for label, r in by_opt.items():
             mean = r.curve.mean(axis=0)
@@ -410,5 +410,4 @@ def plot_curves(results: dict, path: str) -> str:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

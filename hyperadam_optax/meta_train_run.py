@@ -266,14 +266,14 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
 
 def plot_metrics(history: list[dict], path: str) -> None:
     """Meta-loss per step (with a running mean) and the validation loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object-oriented API: no pyplot, so the caller's backend (e.g. a notebook's
+    # inline one) is never switched.
+    from matplotlib.figure import Figure
 
     train = [(r["step"], r["meta_loss"]) for r in history if "meta_loss" in r]
     val = [(r["step"], r["validation_loss"]) for r in history if "validation_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     if train:
         s, v = map(np.asarray, zip(*train))
         ax.plot(s, v, alpha=0.3, label="meta-loss (per meta-step)")
@@ -289,4 +289,3 @@ def plot_metrics(history: list[dict], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -49,3 +49,24 @@ def test_plot_trace(tmp_path):
                                   ("paper init", ha.init_meta_params(jax.random.key(2), 2))]}
     fig = plot_trace(traces, str(tmp_path / "trace.png"))
     assert (tmp_path / "trace.png").stat().st_size > 0 and len(fig.axes) == 8
+
+
+def test_library_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive the package writing its PNGs."""
+    import matplotlib
+
+    from hyperadam_optax import demo, evaluation, meta_train_run
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        curves = np.ones((2, 5))
+        demo.plot_curves({"a": curves}, str(tmp_path / "d.png"))
+        evaluation.plot_curves({"t": {"a": evaluation.RunResult(np.ones(2), curves)}},
+                               str(tmp_path / "e.png"))
+        meta_train_run.plot_metrics([{"step": 1, "meta_loss": 1.0},
+                                     {"step": 1, "validation_loss": 1.0}], str(tmp_path / "m.png"))
+        assert matplotlib.get_backend() == "svg"
+        assert all((tmp_path / f).stat().st_size > 0 for f in ("d.png", "e.png", "m.png"))
+    finally:
+        matplotlib.use(before)
