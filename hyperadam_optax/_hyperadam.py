@@ -40,6 +40,12 @@ class HyperAdamState(NamedTuple):
     c: Any
 
 
+def _flat_leaves(updates, state: HyperAdamState):
+    """Gradient leaves, their treedef and the state's per-leaf fields (m, v, β̂, γ̂, h, c)."""
+    grads, treedef = jax.tree.flatten(updates)
+    return grads, treedef, [treedef.flatten_up_to(x) for x in state[1:]]
+
+
 def _flat(x, j: int):
     return x.reshape(-1, j)
 
@@ -95,8 +101,7 @@ def scale_by_hyperadam(
         del params, extra_args
         check_same_structure(updates, state.m, "gradients", "HyperAdam state (from init)")
         check_float_leaves(updates, "HyperAdam gradients")
-        grads, treedef = jax.tree.flatten(updates)
-        fields = [treedef.flatten_up_to(x) for x in state[1:]]
+        grads, treedef, fields = _flat_leaves(updates, state)
         new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps)
         d, *new_fields = (jax.tree.unflatten(treedef, leaves) for leaves in new_leaves)
         new_state = HyperAdamState(optax.safe_increment(state.count), *new_fields)
@@ -174,8 +179,7 @@ def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamS
     optimizer decides per coordinate and candidate. ``state`` is the state of
     :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`).
     """
-    grads, treedef = jax.tree.flatten(updates)
-    fields = [treedef.flatten_up_to(x) for x in state[1:]]
+    grads, treedef, fields = _flat_leaves(updates, state)
     *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps, internals=True)
     return {k: jax.tree.unflatten(treedef, v) for k, v in
             (("beta", beta), ("gamma", gamma), ("rho", rho))}

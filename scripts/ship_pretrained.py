@@ -21,13 +21,15 @@ import numpy as np
 
 from hyperadam_optax._pretrained import PRETRAINED
 from hyperadam_optax._serialization import load_meta_params, save_meta_params
+from hyperadam_optax.evaluation import BASELINES
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "hyperadam_optax" / "pretrained"
-BASELINES = ("sgd", "momentum", "adagrad", "adadelta", "rmsprop", "adam")
 
 
-def _write_card(name: str, card: dict) -> None:
-    meta_params = load_meta_params(PRETRAINED_DIR / f"{name}.npz")
+def _write_card(name: str, card: dict, meta_params=None) -> None:
+    """Write the card as ``{name}.json`` and as the metadata of ``{name}.npz``."""
+    if meta_params is None:
+        meta_params = load_meta_params(PRETRAINED_DIR / f"{name}.npz")
     save_meta_params(PRETRAINED_DIR / f"{name}.npz", meta_params, card)
     (PRETRAINED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
 
@@ -64,8 +66,7 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
         "evaluation": {},
     }
     PRETRAINED_DIR.mkdir(exist_ok=True)
-    save_meta_params(PRETRAINED_DIR / f"{name}.npz", meta_params, card)
-    _write_card(name, card)
+    _write_card(name, card, meta_params)
     print(f"shipped {run} (meta-step {chosen['step']}) as {PRETRAINED_DIR / name}.npz/.json")
 
 
