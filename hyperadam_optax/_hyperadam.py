@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from hyperadam_optax._coordinatewise import compute_dtype, state_dtype_for, zeros_state
-from hyperadam_optax._lstm import lstm_step, sigmoid
+from hyperadam_optax._lstm import lstm_step, sigmoid, split_columns
 from hyperadam_optax._meta_params import HyperAdamParams, num_candidates
 from hyperadam_optax._tree_checks import check_float_leaves, check_same_structure
 
@@ -148,9 +148,11 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     for idx, (gi, mi, vi, bhi, ghi, si, (_, ci)) in enumerate(zip(g, m, v, bh, gh, s, lstm)):
         pre_m = mi @ w_m
         pre_s = si @ w_s + b_s
-        beta = sigmoid(pre_m[:, :j] + pre_s[:, :j])
-        gamma = sigmoid(pre_m[:, j:] + pre_s[:, j : 2 * j])
-        rho = jax.nn.elu(pre_s[:, 2 * j :])
+        pm_beta, pm_gamma = split_columns(pre_m, 2)
+        ps_beta, ps_gamma, ps_rho = split_columns(pre_s, 3)
+        beta = sigmoid(pm_beta + ps_beta)
+        gamma = sigmoid(pm_gamma + ps_gamma)
+        rho = jax.nn.elu(ps_rho)
         gcol = gi[:, None]
         # Moments and bias corrections from the RAW gradient (lines 11-14).
         mi = beta * mi + (1 - beta) * gcol

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --init adam: the warm start is Adam at rate 0.005 x this "
                          "(default 1)")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
+    mt.add_argument("--task-chunk", type=_positive_int, default=None,
+                    help="tasks vmapped together, chunks run one after another (a divisor of "
+                         "--num-tasks); default: 1 on one CPU device, else all")
     mt.add_argument("--meta-steps", type=_positive_int, default=1000)
     mt.add_argument("--meta-lr", type=_positive_float, default=None,
                     help="outer Adam rate; default: the optimizer's paper's (1e-4; DM 1e-3)")
@@ -130,7 +133,7 @@ def _meta_train(args, argv) -> None:
     config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
                              trajectory=args.trajectory, meta_loss=args.meta_loss,
                              second_order=args.second_order, meta_lr=args.meta_lr,
-                             clip_norm=args.clip_norm,
+                             clip_norm=args.clip_norm, task_chunk=args.task_chunk,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,

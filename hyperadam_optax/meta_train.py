@@ -13,6 +13,7 @@ so a meta-gradient mixes early and late steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -70,6 +71,9 @@ class MetaTrainConfig:
         ``meta_lr / 10`` over this many meta-steps (then stays there).
       remat: recompute each optimizee step in the backward pass instead of storing its
         intermediates (``jax.checkpoint``); less memory and, on CPU, faster.
+      task_chunk: how many task slots are vmapped together; chunks run one after another
+        (``lax.map``). ``None``: 1 on a single CPU device (each task's arrays stay in cache:
+        benchmarks/meta_step.py), else all B in one vmap. Must divide B.
     """
 
     num_tasks: int = 8
@@ -81,12 +85,18 @@ class MetaTrainConfig:
     clip_norm: float | None = 1.0
     cosine_decay_steps: int | None = None
     remat: bool = True
+    task_chunk: int | None = None
 
     def __post_init__(self):
         for name in ("num_tasks", "unroll", "trajectory"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.task_chunk is not None and (not isinstance(self.task_chunk, int)
+                                            or self.task_chunk < 1
+                                            or self.num_tasks % self.task_chunk):
+            raise ValueError(f"task_chunk must be None or a positive divisor of num_tasks "
+                             f"({self.num_tasks}), got {self.task_chunk!r}")
         if self.trajectory % self.unroll:
             raise ValueError(f"trajectory ({self.trajectory}) must be a multiple of unroll "
                              f"({self.unroll})")
@@ -192,6 +202,34 @@ def shard_meta_state(state: MetaState) -> MetaState:
     )
 
 
+def resolve_task_chunk(config: MetaTrainConfig) -> int:
+    """``config.task_chunk``, or its default: 1 on one CPU device, else all tasks."""
+    if config.task_chunk is not None:
+        return config.task_chunk
+    if jax.device_count() == 1 and jax.default_backend() == "cpu":
+        return 1
+    return config.num_tasks
+
+
+#: XLA:CPU option that keeps reductions and elementwise fusions out of YNNPACK, whose
+#: column reductions over the (coordinates, J) arrays of a learned optimizer are several
+#: times slower than XLA's own loops (benchmarks/meta_step.py measures both).
+_CPU_NO_LIBRARY_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def cpu_compiler_options() -> dict | None:
+    """Compiler options for the meta-step: :data:`_CPU_NO_LIBRARY_FUSIONS` on a CPU backend
+    whose XLA accepts them, else None (accelerators, or an XLA without the option)."""
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(jnp.sum, compiler_options=_CPU_NO_LIBRARY_FUSIONS).lower(jnp.ones(2)).compile()
+    except Exception:  # noqa: BLE001 - an XLA that does not know the option
+        return None
+    return _CPU_NO_LIBRARY_FUSIONS
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
@@ -252,15 +290,34 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
     kept and ``skipped`` is incremented.
     """
     outer = outer_optimizer(config)
+    chunk = resolve_task_chunk(config)
 
-    def batch_loss(meta_params, slots):
-        losses, aux = jax.vmap(lambda s: truncated_unroll(optimizer, family, config,
-                                                          meta_params, s))(slots)
+    def unroll(meta_params, slot):
+        return truncated_unroll(optimizer, family, config, meta_params, slot)
+
+    def chunk_loss(meta_params, slots):
+        losses, aux = jax.vmap(unroll, in_axes=(None, 0))(meta_params, slots)
         return jnp.mean(losses), aux
 
+    def loss_and_grad(meta_params, slots):
+        """Mean meta-loss over the B slots, its gradient, and the slots' aux. Chunks of
+        slots are differentiated one after another, each forward followed at once by its
+        backward, so only one chunk's residuals are alive at a time."""
+        if chunk == 1:
+            body, xs = functools.partial(jax.value_and_grad(unroll, has_aux=True),
+                                         meta_params), slots
+        elif chunk == config.num_tasks:
+            return jax.value_and_grad(chunk_loss, has_aux=True)(meta_params, slots)
+        else:
+            body = functools.partial(jax.value_and_grad(chunk_loss, has_aux=True), meta_params)
+            xs = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), slots)
+        (losses, aux), grads = jax.lax.map(body, xs)
+        aux = jax.tree.map(lambda x: x.reshape((config.num_tasks,) + x.shape[1 + (chunk > 1):]),
+                           aux)
+        return (jnp.mean(losses), aux), jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+
     def meta_step(state: MetaState):
-        (loss, (_, slots)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-            state.meta_params, state.slots)
+        (loss, (_, slots)), grads = loss_and_grad(state.meta_params, state.slots)
         finite = _all_finite(grads) & jnp.isfinite(loss)
         safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, outer_state = outer.update(safe_grads, state.outer_state, state.meta_params)
@@ -274,7 +331,7 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
                    "restarts": restarts}
         return new_state, metrics
 
-    return jax.jit(meta_step, donate_argnums=0)
+    return jax.jit(meta_step, donate_argnums=0, compiler_options=cpu_compiler_options())
 
 
 def make_evaluator(optimizer: LearnedOptimizer, family: TaskFamily, *, num_tasks: int,

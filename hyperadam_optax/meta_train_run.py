@@ -68,9 +68,13 @@ def _git_commit() -> str | None:
 
 def run_config(*, optimizer: str, task: str, init: str, config: mt.MetaTrainConfig, seed: int,
                data: str, warm_start_step: float | None = None) -> dict:
-    """The fields that define a run: resuming with any of them changed is refused."""
+    """The fields that define a run: resuming with any of them changed is refused.
+
+    ``task_chunk`` is left out: it only schedules the same computation (runs written before
+    it existed resume, and a run may resume on other hardware)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"}
     return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
-            "seed": seed, "data": data, **dataclasses.asdict(config)}
+            "seed": seed, "data": data, **fields}
 
 
 def _checkpoint_steps(ckpt_dir: str) -> list[int]:
