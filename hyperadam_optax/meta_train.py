@@ -211,9 +211,9 @@ def resolve_task_chunk(config: MetaTrainConfig) -> int:
     return config.num_tasks
 
 
-#: XLA:CPU option that keeps reductions and elementwise fusions out of YNNPACK, whose
-#: column reductions over the (coordinates, J) arrays of a learned optimizer are several
-#: times slower than XLA's own loops (benchmarks/meta_step.py measures both).
+#: XLA:CPU option that turns its YNNPACK library fusions off (dots, reductions, elementwise):
+#: their column reductions over the (coordinates, J) arrays of a learned optimizer profiled
+#: several times slower than XLA's own loops (benchmarks/meta_step.py --ablations).
 _CPU_NO_LIBRARY_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
