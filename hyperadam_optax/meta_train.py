@@ -312,8 +312,8 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
             body = functools.partial(jax.value_and_grad(chunk_loss, has_aux=True), meta_params)
             xs = jax.tree.map(lambda x: x.reshape((-1, chunk) + x.shape[1:]), slots)
         (losses, aux), grads = jax.lax.map(body, xs)
-        aux = jax.tree.map(lambda x: x.reshape((config.num_tasks,) + x.shape[1 + (chunk > 1):]),
-                           aux)
+        if chunk > 1:  # (B / chunk, chunk, ...) -> (B, ...)
+            aux = jax.tree.map(lambda x: x.reshape((config.num_tasks,) + x.shape[2:]), aux)
         return (jnp.mean(losses), aux), jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
     def meta_step(state: MetaState):

@@ -69,9 +69,11 @@ META_SCRIPT = textwrap.dedent("""
     config = mt.MetaTrainConfig(num_tasks=8, unroll=4, trajectory=8, meta_lr=1e-2)
     sharded = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
     assert sharded.slots.params["x"].sharding.spec[0] == "tasks", sharded.slots.params["x"].sharding
-    single = jax.device_put(jax.tree.map(np.asarray, sharded), jax.devices()[0])
-    # the single-CPU default: slots differentiated one after another
-    one_by_one = jax.device_put(jax.tree.map(np.asarray, sharded), jax.devices()[0])
+    def on_one_device(state):  # a fresh copy: the meta-step donates its input
+        return jax.device_put(jax.tree.map(np.asarray, state), jax.devices()[0])
+
+    single = on_one_device(sharded)
+    one_by_one = on_one_device(sharded)  # the single-CPU default: slots one after another
     step = mt.make_meta_step(opt, family, config)
     step_one_by_one = mt.make_meta_step(
         opt, family, mt.MetaTrainConfig(num_tasks=8, unroll=4, trajectory=8, meta_lr=1e-2,
