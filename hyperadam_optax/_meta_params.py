@@ -84,6 +84,7 @@ def init_meta_params(
     dtype=jnp.float32,
     warm_start_scale: float = 0.01,
     warm_start_step: float = 1.0,
+    warm_start_betas: tuple[float, float] = (0.9, 0.999),
 ) -> HyperAdamParams:
     """Initial meta-parameters.
 
@@ -93,18 +94,24 @@ def init_meta_params(
       init: ``"paper"``: the authors' code: dense layers (``θ_p``, ``θ_q``) truncated normal
         with std 0.1, LSTM and AdamCell kernels Glorot-uniform, zero biases except the
         LSTM forget gate (+1), so the initial decay rates are about 0.5.
-        ``"adam"``: a warm start that behaves like Adam(0.9, 0.999) with learning rate
-        ``α · warm_start_step``: ``b_u = logit(0.9)``, ``b_r = logit(0.999)``,
+        ``"adam"``: a warm start that behaves like Adam(b1, b2) = ``warm_start_betas``
+        with learning rate ``α · warm_start_step``: ``b_u = logit(b1)``, ``b_r = logit(b2)``,
         ``b_q = warm_start_step / J`` (equal weights ρ summing to ``warm_start_step``), and
         every kernel ``N(0, warm_start_scale²)`` so every meta-parameter still gets gradient.
       dtype: floating dtype of the meta-parameters.
       warm_start_scale: std of the kernels of the ``"adam"`` warm start.
       warm_start_step: sum of the warm start's weights ρ (the step relative to Adam at α).
+      warm_start_betas: Adam's decay rates ``(b1, b2)`` for the ``"adam"`` warm start, each
+        in (0, 1).
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be a positive int, got {num_candidates!r}")
     if not warm_start_step > 0:
         raise ValueError(f"warm_start_step must be positive, got {warm_start_step!r}")
+    b1, b2 = warm_start_betas
+    if not (0 < b1 < 1 and 0 < b2 < 1):
+        raise ValueError(f"warm_start_betas must be two decay rates in (0, 1), "
+                         f"got {warm_start_betas!r}")
     shapes = expected_shapes(num_candidates)
     j = num_candidates
     keys = dict(zip(["theta_p", "theta_h", "theta_u", "theta_r", "theta_q"],
@@ -132,9 +139,9 @@ def init_meta_params(
             theta_h=small("theta_h"),
             b_h=lstm_bias_init(j, 1.0, dtype),
             theta_u=small("theta_u"),
-            b_u=jnp.full((j,), _logit(0.9), dtype),
+            b_u=jnp.full((j,), _logit(b1), dtype),
             theta_r=small("theta_r"),
-            b_r=jnp.full((j,), _logit(0.999), dtype),
+            b_r=jnp.full((j,), _logit(b2), dtype),
             theta_q=small("theta_q"),
             b_q=jnp.full((j,), warm_start_step / j, dtype),
         )

@@ -19,6 +19,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _decay_pair(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two decay rates B1,B2, got {text!r}") from None
+    if not (0 < b1 < 1 and 0 < b2 < 1):
+        raise argparse.ArgumentTypeError(f"expected two decay rates in (0, 1), got {text!r}")
+    return b1, b2
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hyperadam_optax.demo import ADAM_LR
 
@@ -45,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--warm-start-step", type=_positive_float, default=None,
                     help="with --init adam: the warm start is Adam at rate 0.005 x this "
                          "(default 1)")
+    mt.add_argument("--warm-start-betas", type=_decay_pair, default=None, metavar="B1,B2",
+                    help="with --init adam: the warm start's Adam decay rates (default 0.9,0.999)")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
                     help="tasks vmapped together, chunks run one after another (a divisor of "
@@ -70,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--checkpoint-every", type=_positive_int, default=100)
     mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
     mt.add_argument("--validation-tasks", type=_positive_int, default=4)
+    mt.add_argument("--validation-metric", choices=("mean", "final"), default="mean",
+                    help="checkpoint score on the validation tasks: mean loss over the "
+                         "trajectory, or the final parameters' loss (the tables' protocol)")
     mt.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("evaluate", help="the paper's evaluation protocol and tables")
@@ -137,12 +152,13 @@ def _meta_train(args, argv) -> None:
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
-               warm_start_step=args.warm_start_step, config=config,
+               warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
+               config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
                data_dir=args.data_dir, resume=args.resume,
                checkpoint_every=args.checkpoint_every, keep=args.keep,
-               validation_tasks=args.validation_tasks, progress=not args.no_progress,
-               command=command)
+               validation_tasks=args.validation_tasks, validation_metric=args.validation_metric,
+               progress=not args.no_progress, command=command)
 
 
 def main(argv=None) -> int:

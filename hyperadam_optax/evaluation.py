@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperadam_optax.tasks import TaskFamily, train
+from hyperadam_optax.tasks import TaskFamily, final_loss, train
 
 #: Hand-designed baselines, each ``learning_rate -> transform`` (optax defaults otherwise).
 BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
@@ -58,10 +58,7 @@ class RunResult:
 
 def _one_run(make_tx, family: TaskFamily, steps: int, key, hyper):
     curve, final, task, step_keys = train(make_tx(hyper), family, key, steps)
-    # The FINAL parameters' loss averaged over the same minibatches seen during the run.
-    final_losses = jax.lax.map(lambda k: family.loss(final, family.sample_batch(k, task), task),
-                               step_keys)
-    return jnp.mean(final_losses), curve, final
+    return final_loss(family, final, task, step_keys), curve, final
 
 
 def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int, seed: int,

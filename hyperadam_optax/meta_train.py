@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperadam_optax.tasks import TaskFamily, train
+from hyperadam_optax.tasks import TaskFamily, final_loss, train
 
 PyTree = Any
 
 META_LOSSES = ("mean", "last", "sum", "log_ratio")
+VALIDATION_METRICS = ("mean", "final")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,16 +336,24 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
 
 
 def make_evaluator(optimizer: LearnedOptimizer, family: TaskFamily, *, num_tasks: int,
-                   steps: int, seed: int) -> Callable[[PyTree], jax.Array]:
-    """``meta_params -> mean loss`` over ``steps`` optimizee steps on fixed tasks (no grad).
+                   steps: int, seed: int, metric: str = "mean") -> Callable[[PyTree], jax.Array]:
+    """``meta_params -> score`` over ``steps`` optimizee steps on fixed tasks (no grad).
 
-    The tasks, initialisations and minibatches are fixed by ``seed``, so two meta-parameter
-    sets are compared on the same trajectories (used to pick the best checkpoint).
+    ``metric``: ``"mean"`` minibatch loss over the run, or ``"final"``, the evaluation
+    protocol's score (the final parameters' loss over the minibatches the run saw, as in the
+    paper's tables), each averaged over the tasks. The tasks, initialisations and minibatches
+    are fixed by ``seed``, so two meta-parameter sets are compared on the same trajectories
+    (used to pick the best checkpoint).
     """
+    if metric not in VALIDATION_METRICS:
+        raise ValueError(f"metric must be one of {VALIDATION_METRICS}, got {metric!r}")
     keys = jax.random.split(jax.random.PRNGKey(seed), num_tasks)
 
     def run(meta_params, key):
-        return jnp.mean(train(optimizer.make(meta_params), family, key, steps)[0])
+        losses, final, task, step_keys = train(optimizer.make(meta_params), family, key, steps)
+        if metric == "final":
+            return final_loss(family, final, task, step_keys)
+        return jnp.mean(losses)
 
     @jax.jit
     def evaluate(meta_params):

@@ -67,14 +67,21 @@ def _git_commit() -> str | None:
 
 
 def run_config(*, optimizer: str, task: str, init: str, config: mt.MetaTrainConfig, seed: int,
-               data: str, warm_start_step: float | None = None) -> dict:
+               data: str, warm_start_step: float | None = None,
+               warm_start_betas: tuple[float, float] | None = None,
+               validation_metric: str = "mean") -> dict:
     """The fields that define a run: resuming with any of them changed is refused.
 
     ``task_chunk`` is left out: it only schedules the same computation (runs written before
-    it existed resume, and a run may resume on other hardware)."""
+    it existed resume, and a run may resume on other hardware). ``validation_metric`` is
+    recorded only when it is not the default ``"mean"``, so runs written before it existed
+    resume; so is ``warm_start_betas`` only when given."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"}
+    extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
+    if warm_start_betas is not None:
+        extra["warm_start_betas"] = list(warm_start_betas)
     return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
-            "seed": seed, "data": data, **fields}
+            "seed": seed, "data": data, **fields, **extra}
 
 
 def _checkpoint_steps(ckpt_dir: str) -> list[int]:
@@ -102,28 +109,35 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: str = "paper",
-               warm_start_step: float | None = None, config: mt.MetaTrainConfig | None = None,
+               warm_start_step: float | None = None,
+               warm_start_betas: tuple[float, float] | None = None,
+               config: mt.MetaTrainConfig | None = None,
                meta_steps: int = 1000, seed: int = 0,
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
                resume: bool = False, checkpoint_every: int = 100, keep: int = 3,
-               validation_tasks: int = 4, progress: bool = True, command: str | None = None,
-               log=print) -> dict:
+               validation_tasks: int = 4, validation_metric: str = "mean",
+               progress: bool = True, command: str | None = None, log=print) -> dict:
     """Run (or resume) meta-training; returns the card (also written to ``card.json``).
 
     ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
     paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
     ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
-    ``0.005 * warm_start_step``.
+    ``0.005 * warm_start_step`` with Adam's decay rates ``warm_start_betas`` (default
+    ``(0.9, 0.999)``). ``validation_metric`` scores the checkpoints (the lowest is
+    kept as best): ``"mean"`` loss over the trajectory, or ``"final"``, the evaluation
+    protocol's loss of the final parameters (:func:`meta_train.make_evaluator`).
     """
     config = config or mt.MetaTrainConfig()
     if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
         raise ValueError("meta_steps, checkpoint_every and keep must be positive")
-    extra = {}
-    if warm_start_step is not None:
-        if optimizer != "hyperadam" or init != "adam":
-            raise ValueError("warm_start_step applies to HyperAdam's Adam warm start only "
-                             "(optimizer 'hyperadam', init 'adam')")
-        extra["warm_start_step"] = warm_start_step
+    if validation_metric not in mt.VALIDATION_METRICS:
+        raise ValueError(f"validation_metric must be one of {mt.VALIDATION_METRICS}, "
+                         f"got {validation_metric!r}")
+    warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas}
+    extra = {k: v for k, v in warm.items() if v is not None}
+    if extra and (optimizer != "hyperadam" or init != "adam"):
+        raise ValueError(f"{' and '.join(extra)} apply to HyperAdam's Adam warm start only "
+                         "(optimizer 'hyperadam', init 'adam')")
     learned = make_optimizer(optimizer, init=init, **extra)
     jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails here
     task = task or learned.default_task
@@ -134,7 +148,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     data, data_desc = _load_data(task, data_dir)
     family = make_task(task, data)
     identity = run_config(optimizer=optimizer, task=task, init=init, config=config, seed=seed,
-                          data=data_desc, warm_start_step=warm_start_step)
+                          data=data_desc, warm_start_step=warm_start_step,
+                          warm_start_betas=warm_start_betas, validation_metric=validation_metric)
 
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     config_path = os.path.join(out_dir, "config.json")
@@ -175,7 +190,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
 
     meta_step = mt.make_meta_step(learned, family, config)
     evaluate = mt.make_evaluator(learned, family, num_tasks=validation_tasks,
-                                 steps=config.trajectory, seed=VALIDATION_SEED)
+                                 steps=config.trajectory, seed=VALIDATION_SEED,
+                                 metric=validation_metric)
     bar = None
     if progress:
         try:

@@ -13,15 +13,18 @@ from hyperadam_optax.tasks import TaskFamily, mnist_mlp, random_quadratics, rand
 
 
 def hyperadam_learned(learning_rate: float = 0.005, num_candidates: int = 20,
-                      init: str = "paper", warm_start_step: float = 1.0) -> LearnedOptimizer:
+                      init: str = "paper", warm_start_step: float = 1.0,
+                      warm_start_betas: tuple[float, float] = (0.9, 0.999)) -> LearnedOptimizer:
     """HyperAdam for meta-training: α = 0.005, J = 20, mean-of-losses meta-loss (authors' code).
 
-    ``init="adam"`` starts from Adam at rate ``learning_rate * warm_start_step``.
+    ``init="adam"`` starts from Adam(*warm_start_betas) at rate
+    ``learning_rate * warm_start_step``.
     """
     return LearnedOptimizer(
         name="hyperadam",
         init_meta_params=functools.partial(init_meta_params, num_candidates=num_candidates,
-                                           init=init, warm_start_step=warm_start_step),
+                                           init=init, warm_start_step=warm_start_step,
+                                           warm_start_betas=warm_start_betas),
         make=lambda theta: hyperadam(learning_rate, theta),
         meta_loss="mean",
     )

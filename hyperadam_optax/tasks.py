@@ -59,6 +59,13 @@ def train(tx, family: TaskFamily, key: jax.Array, steps: int):
     return losses, final, task, step_keys
 
 
+def final_loss(family: TaskFamily, final_params, task, step_keys) -> jax.Array:
+    """The evaluation protocol's score: the FINAL parameters' loss averaged over the same
+    minibatches the run saw (``step_keys`` from :func:`train`)."""
+    return jnp.mean(jax.lax.map(
+        lambda k: family.loss(final_params, family.sample_batch(k, task), task), step_keys))
+
+
 def _log_uniform_scale(key, tree, r: float):
     """Random Scaling factors ``c = exp(U[-r, r])`` per coordinate (Lv et al. 2017)."""
     leaves, treedef = jax.tree.flatten(tree)

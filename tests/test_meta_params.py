@@ -38,12 +38,16 @@ def test_adam_init():
                (mp.theta_p, mp.theta_h, mp.theta_u, mp.theta_r, mp.theta_q))
 
 
-def test_adam_warm_start_step_is_adam_at_the_scaled_rate():
+@pytest.mark.parametrize("betas", [None, (0.8, 0.9)])
+def test_adam_warm_start_step_is_adam_at_the_scaled_rate(betas):
+    kw = {} if betas is None else {"warm_start_betas": betas}
     mp = ha.init_meta_params(jax.random.key(0), 20, "adam", warm_start_scale=0.0,
-                             warm_start_step=3.0)
+                             warm_start_step=3.0, **kw)
     params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
     loss = lambda p: jnp.sum(jnp.array([1.0, 10.0, 0.1]) * p["w"] ** 2) + jnp.cos(p["b"])
-    ours, adam = ha.hyperadam(0.005, mp), optax.adam(0.015, eps=0.0, eps_root=1e-24)
+    b1, b2 = betas or (0.9, 0.999)
+    ours = ha.hyperadam(0.005, mp)
+    adam = optax.adam(0.015, b1=b1, b2=b2, eps=0.0, eps_root=1e-24)
     p1, s1, p2, s2 = params, ours.init(params), params, adam.init(params)
     for _ in range(30):
         u1, s1 = ours.update(jax.grad(loss)(p1), s1, p1)
@@ -52,6 +56,8 @@ def test_adam_warm_start_step_is_adam_at_the_scaled_rate():
     chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="warm_start_step must be positive"):
         ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_step=0.0)
+    with pytest.raises(ValueError, match=r"warm_start_betas must be two decay rates in \(0, 1\)"):
+        ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_betas=(0.9, 1.0))
 
 
 def test_unknown_init():

@@ -93,6 +93,24 @@ def test_meta_training_lowers_held_out_meta_loss():
     assert after < 0.7 * before, (before, after)
 
 
+def test_final_metric_validation_is_the_evaluation_protocol():
+    """``metric="final"`` scores exactly what the tables report (run_protocol's final loss on
+    the same seeds); ``"mean"`` is the mean minibatch loss of the same runs."""
+    from hyperadam_optax.evaluation import run_protocol
+
+    opt = _tiny_hyperadam(j=3)
+    family = tasks.random_quadratics(5, noise=0.1)
+    theta = opt.init_meta_params(jax.random.PRNGKey(1))
+    result = run_protocol(lambda _: opt.make(theta), family, steps=15, runs=6, seed=3)
+    final = mt.make_evaluator(opt, family, num_tasks=6, steps=15, seed=3, metric="final")
+    mean = mt.make_evaluator(opt, family, num_tasks=6, steps=15, seed=3)
+    np.testing.assert_allclose(float(final(theta)), result.final_loss.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(mean(theta)), result.curve.mean(), rtol=1e-6)
+    assert abs(float(final(theta)) - float(mean(theta))) > 1e-3
+    with pytest.raises(ValueError, match="metric must be one of"):
+        mt.make_evaluator(opt, family, num_tasks=2, steps=5, seed=0, metric="last")
+
+
 def test_slots_restart_after_their_trajectory():
     opt = _tiny_hyperadam()
     family = tasks.random_quadratics(3)
@@ -291,6 +309,9 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     r = _cli(*QUICK, "--meta-steps", "4", "--num-tasks", "4", "--out-dir", str(out), "--resume")
     assert r.returncode == 2 and "different configuration" in r.stderr and "num_tasks" in r.stderr
+    r = _cli(*QUICK, "--meta-steps", "4", "--validation-metric", "final", "--out-dir", str(out),
+             "--resume")
+    assert r.returncode == 2 and "validation_metric" in r.stderr
     r = _cli(*QUICK, "--meta-steps", "4", "--out-dir", str(out))
     assert r.returncode == 2 and "--resume" in r.stderr
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -301,6 +322,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--task", "imagenet"], "unknown task"),
     (["--optimizer", "adamw"], "unknown optimizer"),
     (["--task", "mnist-mlp", "--data-dir", "/nonexistent/mnist"], "does not exist"),
+    (["--init", "adam", "--warm-start-betas", "0.9"], "expected two decay rates"),
+    (["--warm-start-betas", "0.8,0.9"], "apply to HyperAdam's Adam warm start only"),
 ])
 def test_cli_bad_input(tmp_path, args, message):
     r = _cli("meta-train", "--meta-steps", "1", "--out-dir", str(tmp_path / "o"), "--no-progress",
