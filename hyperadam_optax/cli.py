@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decay the meta learning rate by a cosine to a tenth over --meta-steps")
     mt.add_argument("--unroll", type=_positive_int, default=20)
     mt.add_argument("--trajectory", type=_positive_int, default=100)
-    mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio"], default=None,
+    mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio", "final"], default=None,
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")

@@ -26,7 +26,7 @@ from hyperadam_optax.tasks import TaskFamily, final_loss, train
 
 PyTree = Any
 
-META_LOSSES = ("mean", "last", "sum", "log_ratio")
+META_LOSSES = ("mean", "last", "sum", "log_ratio", "final")
 VALIDATION_METRICS = ("mean", "final")
 
 
@@ -62,7 +62,10 @@ class MetaTrainConfig:
       trajectory: optimizee steps before a slot starts a new task (100 = 5 truncations).
       meta_loss: ``"mean"`` of the pre-update losses of a truncation, ``"last"`` loss,
         ``"sum"``, or ``"log_ratio"``: mean of ``log(f_t / (f_0 + 1e-6) + 1e-6)`` with f_0 the
-        trajectory's first loss (Wichrowska et al. 2017). ``None``: the optimizer's default.
+        trajectory's first loss (Wichrowska et al. 2017), or ``"final"``: the loss of the
+        truncation's final parameters averaged over the minibatches it saw (the evaluation
+        protocol's score, :func:`tasks.final_loss`, per truncation). ``None``: the
+        optimizer's default.
       second_order: keep the optimizee gradient's dependence on the meta-parameters
         (default False: the gradient is a constant, as in the authors' code).
       meta_lr: the outer Adam's learning rate (``None``: the optimizer's default, resolved
@@ -269,6 +272,8 @@ def truncated_unroll(optimizer: LearnedOptimizer, family: TaskFamily, config: Me
         meta_loss = losses[-1]
     elif meta_loss_kind == "sum":
         meta_loss = jnp.sum(losses)
+    elif meta_loss_kind == "final":
+        meta_loss = final_loss(family, params, slot.task, keys[: config.unroll])
     else:
         meta_loss = jnp.mean(jnp.log(losses / (first_loss + 1e-6) + 1e-6))
 
