@@ -214,6 +214,28 @@ def test_meta_loss_kinds_are_finite(kind):
         assert bool(metrics["finite"]) and np.isfinite(float(metrics["meta_loss"]))
 
 
+def test_final_meta_loss_is_the_truncations_final_parameters_on_its_minibatches():
+    """``meta_loss="final"`` against the same truncation stepped by hand."""
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(4, noise=0.2)
+    config = mt.MetaTrainConfig(num_tasks=1, unroll=6, trajectory=12, meta_loss="final")
+    state = mt.init_meta_state(jax.random.PRNGKey(5), opt, family, config)
+    slot = jax.tree.map(lambda a: a[0], state.slots)
+    meta_loss, (losses, _) = mt.truncated_unroll(opt, family, config, state.meta_params, slot)
+
+    tx = opt.make(state.meta_params)
+    params, opt_state = slot.params, slot.opt_state
+    keys = jax.random.split(slot.key, config.unroll + 2)[: config.unroll]
+    batches = [family.sample_batch(k, slot.task) for k in keys]
+    for batch in batches:
+        grads = jax.grad(family.loss)(params, batch, slot.task)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+    expected = np.mean([float(family.loss(params, b, slot.task)) for b in batches])
+    np.testing.assert_allclose(float(meta_loss), expected, rtol=1e-5)
+    assert abs(float(meta_loss) - float(losses[-1])) > 1e-4  # not the "last" loss
+
+
 # Data directory ---------------------------------------------------------------------------
 
 def _write_idx(path, array, gz):
