@@ -29,6 +29,9 @@ BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "adadelta": optax.adadelta,
     "rmsprop": optax.rmsprop,
     "adam": optax.adam,
+    # Adam with the decay rates of the shipped HyperAdam's warm start: what that
+    # optimizer is before meta-training, tuned like the others (README: Pretrained).
+    "adam-0.8-0.9": lambda lr: optax.adam(lr, b1=0.8, b2=0.9),
 }
 
 #: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^3, extended while the best rate

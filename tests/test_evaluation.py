@@ -105,6 +105,19 @@ def test_suites_and_optimizer_specs():
     params = deep["mlp-10hidden"].init(jax.random.PRNGKey(0), {})
     assert len(params) == 11
     assert ev.parse_optimizer("adam@0.01").lr == 0.01
+    low = ev.parse_optimizer("adam-0.8-0.9@0.03")
+    assert (low.baseline, low.lr) == ("adam-0.8-0.9", 0.03)
+    grads = [np.array([1.0, -2.0]), np.array([0.5, 3.0]), np.array([-1.0, 1.0])]
+
+    def updates(tx):
+        state, out = tx.init(np.zeros(2)), None
+        for g in grads:
+            out, state = tx.update(g, state)
+        return np.asarray(out)
+
+    low_tx = ev.BASELINES["adam-0.8-0.9"](0.03)
+    np.testing.assert_allclose(updates(low_tx), updates(optax.adam(0.03, b1=0.8, b2=0.9)))
+    assert not np.allclose(updates(low_tx), updates(optax.adam(0.03)))
     with pytest.raises(ValueError, match="unknown optimizer"):
         ev.parse_optimizer("lion")
     assert ev.parse_optimizer("rnnprop").make() is not None  # the shipped weights

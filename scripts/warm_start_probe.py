@@ -1,0 +1,46 @@
+"""Adam's decay rates and learning rate on HyperAdam's VALIDATION tasks (not a reported table).
+
+How the shipped HyperAdam's warm start (``--warm-start-betas``, ``--warm-start-step``) was
+chosen: the protocol's score (final parameters' loss over the minibatches seen, 100 steps)
+of Adam on the base MNIST MLP (4,000 training images), 32 runs with the validation seed
+``VALIDATION_SEED``, for a grid of ``(b1, b2)`` and rates. Prints a markdown table.
+
+    python scripts/warm_start_probe.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import optax
+
+from hyperadam_optax.data import mnist_5k_split
+from hyperadam_optax.evaluation import run_protocol
+from hyperadam_optax.meta_train_run import VALIDATION_SEED
+from hyperadam_optax.tasks import mnist_mlp
+
+BETAS = [(0.9, 0.999), (0.9, 0.99), (0.9, 0.95), (0.8, 0.999), (0.8, 0.95), (0.8, 0.9),
+         (0.7, 0.9), (0.5, 0.9)]
+RATES = [2.0 ** -6, 2.0 ** -5.5, 2.0 ** -5, 2.0 ** -4.5, 2.0 ** -4]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    train = mnist_5k_split()[0]
+    family = mnist_mlp(train.x, train.y)
+    print("| b1, b2 | " + " | ".join(f"lr {r:.4g}" for r in RATES) + " |")
+    print("|---|" + "---:|" * len(RATES))
+    for b1, b2 in BETAS:
+        results = run_protocol(lambda lr, b1=b1, b2=b2: optax.adam(lr, b1=b1, b2=b2), family,
+                               steps=args.steps, runs=args.runs, seed=VALIDATION_SEED,
+                               hypers=RATES)
+        cells = [f"{np.mean(r.final_loss):.4f}" for r in results]
+        print(f"| {b1}, {b2} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
