@@ -26,6 +26,10 @@ from hyperadam_optax.evaluation import BASELINES
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "hyperadam_optax" / "pretrained"
 
 
+_METRICS = {"mean": "mean loss over the trajectory",
+            "final": "the protocol's loss of the final parameters"}
+
+
 def _write_card(name: str, card: dict, meta_params=None) -> None:
     """Write the card as ``{name}.json`` and as the metadata of ``{name}.npz``."""
     if meta_params is None:
@@ -40,6 +44,7 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
     commit = commit or run_card.get("commit")
     if not commit:
         raise SystemExit(f"{run}/card.json records no commit: pass --commit")
+    metric = run_card["config"].get("validation_metric", "mean")
     meta_params, chosen = load_meta_params(os.path.join(run, "best_meta_params.npz"),
                                            with_metadata=True)
     with open(os.path.join(run, "metrics.jsonl")) as f:
@@ -53,8 +58,9 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
         "meta_steps": run_card["meta_steps"],
         "chosen_checkpoint": {"meta_step": chosen["step"],
                               "validation_loss": chosen["validation_loss"],
-                              "rule": "lowest validation loss (fixed tasks of the training "
-                                      "family, seed VALIDATION_SEED; no reported test task)"},
+                              "rule": f"lowest validation loss ({_METRICS[metric]} on fixed "
+                                      "tasks of the training family, seed VALIDATION_SEED; no "
+                                      "reported test task)"},
         "validation_curve": [[r["step"], r["validation_loss"]] for r in rows
                              if "validation_loss" in r],
         "skipped_meta_steps": run_card["skipped_meta_steps"],

@@ -5,6 +5,7 @@ import zipfile
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import hyperadam_optax as ha
@@ -62,26 +63,23 @@ def test_missing_weights_and_unknown_names_are_clear_errors(monkeypatch, tmp_pat
         ha.pretrained_card("rnnprop")
 
 
-def test_pretrained_hyperadam_improves_on_its_warm_start():
-    """Meta-training changed the optimizer for the better on the base MLP (4,000 training
-    images, seeds of no reported table): a lower score than the Adam warm start it was
-    meta-trained from, by the metric its checkpoint was chosen with (mean loss over 100 steps,
-    or the protocol's final loss), on every one of 8 paired runs."""
+def test_pretrained_hyperadam_beats_adam_at_its_table1_rate_on_unreported_seeds():
+    """The claim README makes, on runs of no reported table (seed 4242): on the base MLP the
+    shipped HyperAdam at its default rate ends lower than Adam at the rate tuned for Table 1
+    (2^-5), paired over 8 runs by more than twice the standard error; and it is what README
+    says it is, its Adam warm start within noise (README: Pretrained meta-parameters)."""
     train = mnist_5k_split()[0]
     family = mnist_mlp(train.x, train.y)
     config = ha.pretrained_card("hyperadam")["config"]
-    assert config["init"] == "adam"
     warm = ha.init_meta_params(jax.random.key(0), 20, "adam",
-                               warm_start_step=config["warm_start_step"] or 1.0,
-                               warm_start_betas=tuple(config.get("warm_start_betas", (0.9, 0.999))))
-    pretrained, start = (
-        run_protocol(lambda _, tx=tx: tx, family, steps=100, runs=8, seed=4242)
-        for tx in (ha.hyperadam(), ha.hyperadam(0.005, warm)))
-    if config.get("validation_metric", "mean") == "final":
-        pretrained, start = pretrained.final_loss, start.final_loss
-    else:
-        pretrained, start = pretrained.curve.mean(axis=1), start.curve.mean(axis=1)
-    assert np.all(pretrained < start), (pretrained, start)
+                               warm_start_step=config["warm_start_step"],
+                               warm_start_betas=tuple(config["warm_start_betas"]))
+    pretrained, start, adam = (
+        run_protocol(lambda _, tx=tx: tx, family, steps=100, runs=8, seed=4242).final_loss
+        for tx in (ha.hyperadam(), ha.hyperadam(0.005, warm), optax.adam(2.0 ** -5)))
+    diff = pretrained - adam
+    assert diff.mean() < -2 * diff.std(ddof=1) / np.sqrt(len(diff)), diff
+    np.testing.assert_allclose(pretrained.mean(), start.mean(), rtol=0.05)
 
 
 @pytest.mark.slow
