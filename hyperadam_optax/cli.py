@@ -31,6 +31,7 @@ def _decay_pair(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from hyperadam_optax.demo import ADAM_LR
+    from hyperadam_optax.meta_train import META_LOSSES, VALIDATION_METRICS
 
     parser = argparse.ArgumentParser(prog="hyperadam-optax",
                                      description="HyperAdam and learned optimizers for optax.")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decay the meta learning rate by a cosine to a tenth over --meta-steps")
     mt.add_argument("--unroll", type=_positive_int, default=20)
     mt.add_argument("--trajectory", type=_positive_int, default=100)
-    mt.add_argument("--meta-loss", choices=["mean", "last", "sum", "log_ratio", "final"], default=None,
+    mt.add_argument("--meta-loss", choices=META_LOSSES, default=None,
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--checkpoint-every", type=_positive_int, default=100)
     mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
     mt.add_argument("--validation-tasks", type=_positive_int, default=4)
-    mt.add_argument("--validation-metric", choices=("mean", "final"), default="mean",
+    mt.add_argument("--validation-metric", choices=VALIDATION_METRICS, default="mean",
                     help="checkpoint score on the validation tasks: mean loss over the "
                          "trajectory, or the final parameters' loss (the tables' protocol)")
     mt.add_argument("--no-progress", action="store_true")
