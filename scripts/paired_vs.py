@@ -16,6 +16,8 @@ import json
 
 import numpy as np
 
+from hyperadam_optax.evaluation import RunResult, paired_difference
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,16 +28,16 @@ def main() -> None:
     for path in args.evaluations:
         with open(path) as f:
             rows = json.load(f)
-        by = {(r["task"], r["optimizer"]): np.asarray(r["final_losses"]) for r in rows}
+        by = {(r["task"], r["optimizer"]): RunResult(np.asarray(r["final_losses"]), np.empty(0))
+              for r in rows}
         cells, tasks = [], list(dict.fromkeys(r["task"] for r in rows))
         for task in tasks:
             missing = [n for n in (args.optimizer, args.baseline) if (task, n) not in by]
             if missing:
                 raise SystemExit(f"{path}: no {', '.join(missing)} on {task}")
-            d = by[task, args.optimizer] - by[task, args.baseline]
-            se = d.std(ddof=1) / np.sqrt(len(d))
-            verdict = "ahead" if d.mean() < -2 * se else "behind" if d.mean() > 2 * se else "level"
-            cells.append(f"{task}: {d.mean():+.4f} ± {se:.4f} ({verdict})")
+            d, se = paired_difference(by[task, args.optimizer], by[task, args.baseline])
+            verdict = "ahead" if d < -2 * se else "behind" if d > 2 * se else "level"
+            cells.append(f"{task}: {d:+.4f} ± {se:.4f} ({verdict})")
         print(f"| {path} | {args.optimizer} - {args.baseline} | " + " | ".join(cells) + " |")
 
 
