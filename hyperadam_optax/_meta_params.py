@@ -85,6 +85,7 @@ def init_meta_params(
     warm_start_scale: float = 0.01,
     warm_start_step: float = 1.0,
     warm_start_betas: tuple[float, float] = (0.9, 0.999),
+    warm_start_decay: tuple[float, float] | None = None,
 ) -> HyperAdamParams:
     """Initial meta-parameters.
 
@@ -103,6 +104,12 @@ def init_meta_params(
       warm_start_step: sum of the warm start's weights ρ (the step relative to Adam at α).
       warm_start_betas: Adam's decay rates ``(b1, b2)`` for the ``"adam"`` warm start, each
         in (0, 1).
+      warm_start_decay: ``(horizon, floor)`` or None. If set, the ``"adam"`` warm start's
+        step decays with time: ``Σρ_t = step · (1 - (1 - floor) tanh(c_t) / tanh(1/2))`` with
+        ``c_t = t / (2 · horizon)`` counted by LSTM unit 0 until ``tanh(c_t)`` reaches
+        ``tanh(1/2)`` (about step ``horizon``), where its input gate closes, so the step
+        falls almost linearly from ``step`` to ``floor · step`` and then stays there
+        (:func:`decay_counter_weights`). ``floor`` in (0, 1].
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be a positive int, got {num_candidates!r}")
@@ -112,6 +119,13 @@ def init_meta_params(
     if not (0 < b1 < 1 and 0 < b2 < 1):
         raise ValueError(f"warm_start_betas must be two decay rates in (0, 1), "
                          f"got {warm_start_betas!r}")
+    if warm_start_decay is not None:
+        horizon, floor = warm_start_decay
+        if not (horizon >= 1 and 0 < floor <= 1):
+            raise ValueError("warm_start_decay must be (horizon >= 1, floor in (0, 1]), "
+                             f"got {warm_start_decay!r}")
+        if init != "adam":
+            raise ValueError("warm_start_decay needs init='adam'")
     shapes = expected_shapes(num_candidates)
     j = num_candidates
     keys = dict(zip(["theta_p", "theta_h", "theta_u", "theta_r", "theta_q"],
@@ -133,19 +147,57 @@ def init_meta_params(
         def small(name):
             return warm_start_scale * jax.random.normal(keys[name], shapes[name], dtype)
 
+        theta_h, b_h = small("theta_h"), lstm_bias_init(j, 1.0, dtype)
+        theta_q = small("theta_q")
+        if warm_start_decay is not None:
+            theta_h, b_h, theta_q = decay_counter_weights(theta_h, b_h, theta_q,
+                                                          warm_start_step, *warm_start_decay)
         return HyperAdamParams(
             theta_p=small("theta_p"),
             b_p=jnp.zeros((j,), dtype),
-            theta_h=small("theta_h"),
-            b_h=lstm_bias_init(j, 1.0, dtype),
+            theta_h=theta_h,
+            b_h=b_h,
             theta_u=small("theta_u"),
             b_u=jnp.full((j,), _logit(b1), dtype),
             theta_r=small("theta_r"),
             b_r=jnp.full((j,), _logit(b2), dtype),
-            theta_q=small("theta_q"),
+            theta_q=theta_q,
             b_q=jnp.full((j,), warm_start_step / j, dtype),
         )
     raise ValueError(f"init must be 'paper' or 'adam', got {init!r}")
+
+
+#: Gate bias that saturates the sigmoid in float32 (σ(30) rounds to 1).
+_OPEN_GATE = 30.0
+#: Steepness of the decay counter's input gate around its stop level.
+_COUNTER_SHARPNESS = 400.0
+
+
+def decay_counter_weights(theta_h, b_h, theta_q, step: float, horizon: float, floor: float):
+    """Make LSTM unit 0 a clock that lowers the step ``Σρ`` from ``step`` to ``floor · step``.
+
+    Unit 0 (gate order ``(i, g, f, o)``): forget and output gates open (bias 30), cell
+    input ``tanh(g) = δ = 1 / (2 · horizon)``, so ``c_t = t δ`` and ``s_t = tanh(c_t)``; the
+    input gate ``σ(k (1 - s_{t-1} / s*))`` with ``s* = tanh(1/2)``, ``k = 400`` closes once
+    ``s`` reaches ``s*`` (about ``t = horizon``), so the clock stops there (it creeps on: the step is
+    about 8% below ``floor · step`` after 10,000 steps). Every weight ``ρ_j = ELU(s_t θ_q + b_q)_j``
+    gets ``θ_q[0, j] = -step (1 - floor) / (J s*)``; with ``b_q = step / J`` their sum falls
+    from ``step`` to ``floor · step``. The clock's own kernel columns are zeroed (else the
+    warm start's small random kernels jitter its tiny increment δ per coordinate); other units
+    and kernel entries are left as given.
+    Returns ``(theta_h, b_h, theta_q)``.
+    """
+    j = b_h.shape[0] // 4
+    s_stop = math.tanh(0.5)
+    b_h = (b_h.at[0].set(_COUNTER_SHARPNESS)  # input gate: open until s_{t-1} = s*
+           .at[j].set(math.atanh(0.5 / horizon))  # cell input δ
+           .at[2 * j].set(_OPEN_GATE)  # forget gate
+           .at[3 * j].set(_OPEN_GATE))  # output gate
+    clock = jnp.array([0, j, 2 * j, 3 * j])
+    theta_h = (theta_h.at[:, clock].set(0.0)  # the clock ignores the inputs: no jitter in δ
+               .at[j, 0].set(-_COUNTER_SHARPNESS / s_stop))  # s_{t-1}[0] -> input gate
+    theta_q = theta_q.at[0, :].set(-step * (1.0 - floor) / (j * s_stop))
+    return theta_h, b_h, theta_q
 
 
 def adam_meta_params(

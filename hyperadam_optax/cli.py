@@ -27,6 +27,14 @@ def _decay_pair(text: str) -> tuple[float, float]:
     return b1, b2  # their range is checked by init_meta_params
 
 
+def _horizon_floor(text: str) -> tuple[float, float]:
+    try:
+        horizon, floor = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HORIZON,FLOOR, got {text!r}") from None
+    return horizon, floor  # their range is checked by init_meta_params
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hyperadam_optax.demo import ADAM_LR
     from hyperadam_optax.meta_train import META_LOSSES, VALIDATION_METRICS
@@ -56,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 1)")
     mt.add_argument("--warm-start-betas", type=_decay_pair, default=None, metavar="B1,B2",
                     help="with --init adam: the warm start's Adam decay rates (default 0.9,0.999)")
+    mt.add_argument("--warm-start-decay", type=_horizon_floor, default=None,
+                    metavar="HORIZON,FLOOR",
+                    help="with --init adam: the warm start's rate falls about linearly to FLOOR "
+                         "times itself over HORIZON steps, then stays (default: constant)")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
                     help="tasks vmapped together, chunks run one after another (a divisor of "
@@ -152,6 +164,7 @@ def _meta_train(args, argv) -> None:
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
+               warm_start_decay=args.warm_start_decay,
                config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
                data_dir=args.data_dir, resume=args.resume,

@@ -32,6 +32,10 @@ BASELINES: dict[str, Callable[[float], optax.GradientTransformation]] = {
     # Adam with the decay rates of the shipped HyperAdam's warm start: what that
     # optimizer is before meta-training, tuned like the others (README: Pretrained).
     "adam-0.8-0.9": lambda lr: optax.adam(lr, b1=0.8, b2=0.9),
+    # ... and with its rate schedule: linear from lr to lr / 4 over 100 steps, then constant
+    # (the warm start's clock falls along tanh, nearly linear; init_meta_params).
+    "adam-0.8-0.9-decay": lambda lr: optax.adam(optax.linear_schedule(lr, lr / 4, 100),
+                                                b1=0.8, b2=0.9),
 }
 
 #: Learning rates tuned over: a sqrt(2) grid from 2^-12 to 2^3, extended while the best rate

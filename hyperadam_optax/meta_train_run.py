@@ -69,17 +69,20 @@ def _git_commit() -> str | None:
 def run_config(*, optimizer: str, task: str, init: str, config: mt.MetaTrainConfig, seed: int,
                data: str, warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
+               warm_start_decay: tuple[float, float] | None = None,
                validation_metric: str = "mean") -> dict:
     """The fields that define a run: resuming with any of them changed is refused.
 
     ``task_chunk`` is left out: it only schedules the same computation (runs written before
     it existed resume, and a run may resume on other hardware). ``validation_metric`` is
     recorded only when it is not the default ``"mean"``, so runs written before it existed
-    resume; so is ``warm_start_betas`` only when given."""
+    resume; so are ``warm_start_betas`` and ``warm_start_decay`` only when given."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"}
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
     if warm_start_betas is not None:
         extra["warm_start_betas"] = list(warm_start_betas)
+    if warm_start_decay is not None:
+        extra["warm_start_decay"] = list(warm_start_decay)
     return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
             "seed": seed, "data": data, **fields, **extra}
 
@@ -111,6 +114,7 @@ def read_metrics(path: str) -> list[dict]:
 def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: str = "paper",
                warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
+               warm_start_decay: tuple[float, float] | None = None,
                config: mt.MetaTrainConfig | None = None,
                meta_steps: int = 1000, seed: int = 0,
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
@@ -123,9 +127,11 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
     ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
     ``0.005 * warm_start_step`` with Adam's decay rates ``warm_start_betas`` (default
-    ``(0.9, 0.999)``). ``validation_metric`` scores the checkpoints (the lowest is
-    kept as best): ``"mean"`` loss over the trajectory, or ``"final"``, the evaluation
-    protocol's loss of the final parameters (:func:`meta_train.make_evaluator`).
+    ``(0.9, 0.999)``), decaying over time to ``floor`` times that rate over about ``horizon``
+    steps if ``warm_start_decay = (horizon, floor)``. ``validation_metric`` scores the
+    checkpoints (the lowest is kept as best): ``"mean"`` loss over the trajectory, or
+    ``"final"``, the evaluation protocol's loss of the final parameters
+    (:func:`meta_train.make_evaluator`).
     """
     config = config or mt.MetaTrainConfig()
     if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
@@ -133,7 +139,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     if validation_metric not in mt.VALIDATION_METRICS:
         raise ValueError(f"validation_metric must be one of {mt.VALIDATION_METRICS}, "
                          f"got {validation_metric!r}")
-    warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas}
+    warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
+            "warm_start_decay": warm_start_decay}
     extra = {k: v for k, v in warm.items() if v is not None}
     if extra and (optimizer != "hyperadam" or init != "adam"):
         raise ValueError(f"{' and '.join(extra)} apply to HyperAdam's Adam warm start only "
@@ -149,7 +156,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     family = make_task(task, data)
     identity = run_config(optimizer=optimizer, task=task, init=init, config=config, seed=seed,
                           data=data_desc, warm_start_step=warm_start_step,
-                          warm_start_betas=warm_start_betas, validation_metric=validation_metric)
+                          warm_start_betas=warm_start_betas, warm_start_decay=warm_start_decay,
+                          validation_metric=validation_metric)
 
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     config_path = os.path.join(out_dir, "config.json")

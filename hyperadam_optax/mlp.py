@@ -13,6 +13,11 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "elu": jax.nn.elu,
     "tanh": jnp.tanh,
+    # Not in the paper's tables: validation tasks for choosing settings (scripts/decay_probe.py).
+    "softplus": jax.nn.softplus,
+    "silu": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.1),
 }
 
 

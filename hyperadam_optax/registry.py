@@ -14,17 +14,20 @@ from hyperadam_optax.tasks import TaskFamily, mnist_mlp, random_quadratics, rand
 
 def hyperadam_learned(learning_rate: float = 0.005, num_candidates: int = 20,
                       init: str = "paper", warm_start_step: float = 1.0,
-                      warm_start_betas: tuple[float, float] = (0.9, 0.999)) -> LearnedOptimizer:
+                      warm_start_betas: tuple[float, float] = (0.9, 0.999),
+                      warm_start_decay: tuple[float, float] | None = None) -> LearnedOptimizer:
     """HyperAdam for meta-training: α = 0.005, J = 20, mean-of-losses meta-loss (authors' code).
 
     ``init="adam"`` starts from Adam(*warm_start_betas) at rate
-    ``learning_rate * warm_start_step``.
+    ``learning_rate * warm_start_step``, decaying over time if ``warm_start_decay`` is
+    ``(horizon, floor)`` (:func:`init_meta_params`).
     """
     return LearnedOptimizer(
         name="hyperadam",
         init_meta_params=functools.partial(init_meta_params, num_candidates=num_candidates,
                                            init=init, warm_start_step=warm_start_step,
-                                           warm_start_betas=warm_start_betas),
+                                           warm_start_betas=warm_start_betas,
+                                           warm_start_decay=warm_start_decay),
         make=lambda theta: hyperadam(learning_rate, theta),
         meta_loss="mean",
     )

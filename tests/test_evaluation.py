@@ -118,6 +118,19 @@ def test_suites_and_optimizer_specs():
     low_tx = ev.BASELINES["adam-0.8-0.9"](0.03)
     np.testing.assert_allclose(updates(low_tx), updates(optax.adam(0.03, b1=0.8, b2=0.9)))
     assert not np.allclose(updates(low_tx), updates(optax.adam(0.03)))
+    rng = np.random.default_rng(0)
+    long_grads = rng.normal(size=(120, 2))
+    hand = optax.adam(lambda k: 0.03 * (1.0 - 0.75 * np.minimum(k, 100) / 100), b1=0.8, b2=0.9)
+
+    def long_updates(tx):
+        state, outs = tx.init(np.zeros(2)), []
+        for g in long_grads:
+            out, state = tx.update(g, state)
+            outs.append(np.asarray(out))
+        return np.array(outs)
+
+    np.testing.assert_allclose(long_updates(ev.BASELINES["adam-0.8-0.9-decay"](0.03)),
+                               long_updates(hand), rtol=1e-5)
     with pytest.raises(ValueError, match="unknown optimizer"):
         ev.parse_optimizer("lion")
     assert ev.parse_optimizer("rnnprop").make() is not None  # the shipped weights

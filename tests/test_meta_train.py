@@ -346,6 +346,9 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--task", "mnist-mlp", "--data-dir", "/nonexistent/mnist"], "does not exist"),
     (["--init", "adam", "--warm-start-betas", "0.9"], "expected two decay rates"),
     (["--warm-start-betas", "0.8,0.9"], "apply to HyperAdam's Adam warm start only"),
+    (["--init", "adam", "--warm-start-decay", "100"], "expected HORIZON,FLOOR"),
+    (["--init", "adam", "--warm-start-decay", "100,0"], "warm_start_decay must be (horizon >= 1"),
+    (["--warm-start-decay", "100,0.25"], "apply to HyperAdam's Adam warm start only"),
 ])
 def test_cli_bad_input(tmp_path, args, message):
     r = _cli("meta-train", "--meta-steps", "1", "--out-dir", str(tmp_path / "o"), "--no-progress",

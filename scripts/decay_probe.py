@@ -1,0 +1,94 @@
+"""Choose HyperAdam's decaying warm start on VALIDATION tasks only (no reported table).
+
+The warm start ``init_meta_params(..., "adam", warm_start_step=S, warm_start_betas=(b1, b2),
+warm_start_decay=(H, F))`` is Adam(b1, b2) whose rate ``0.005 · Σρ_t`` falls from ``0.005 S``
+to ``0.005 S F`` over about H steps. This script reads that schedule off the warm start's
+own LSTM clock and scores Adam with it (the same updates, much faster than HyperAdam; the
+test suite checks the equality) by the protocol's score (final parameters' loss over the
+minibatches seen, 100 steps, 32 runs, seed ``VALIDATION_SEED``) on the MNIST MLP with
+activations the paper does not report (softplus, SiLU, GELU, leaky ReLU 0.1) and the sigmoid
+MLP's validation runs. Prints one row per (H, F) and the mean over tasks per step S;
+the chosen warm start is the lowest mean. ``--constant`` adds tuned constant-rate Adam rows.
+
+    python scripts/decay_probe.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import hyperadam_optax as ha
+from hyperadam_optax._lstm import lstm_step
+from hyperadam_optax.data import mnist_5k_split
+from hyperadam_optax.evaluation import run_protocol
+from hyperadam_optax.meta_train_run import VALIDATION_SEED
+from hyperadam_optax.tasks import mnist_mlp
+
+ACTIVATIONS = ("sigmoid", "softplus", "silu", "gelu", "leaky_relu")
+STEPS = (2.0 ** -5 / 0.005, 2.0 ** -4.5 / 0.005, 2.0 ** -4 / 0.005)  # rates 2^-5, 2^-4.5, 2^-4
+HORIZONS = (100, 150, 200)
+FLOORS = (0.15, 0.25, 0.4)
+
+
+def step_sizes(meta_params: ha.HyperAdamParams, steps: int) -> np.ndarray:
+    """``Σ_j ρ_t^j`` for t = 1..steps when the StateCell input is zero (exact for a warm start
+    with ``warm_start_scale=0``, whose LSTM ignores the gradient)."""
+    j = meta_params.b_q.shape[0]
+
+    def body(carry, _):
+        h, c = lstm_step(jnp.zeros((1, j)), *carry, meta_params.theta_h, meta_params.b_h)
+        return (h, c), jnp.sum(jax.nn.elu(h @ meta_params.theta_q + meta_params.b_q))
+
+    _, rho = jax.lax.scan(body, (jnp.zeros((1, j)), jnp.zeros((1, j))), None, length=steps)
+    return np.asarray(rho)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=32)
+    parser.add_argument("--betas", default="0.8,0.9", help="Adam's decay rates b1,b2")
+    parser.add_argument("--constant", action="store_true",
+                        help="also score constant-rate Adam(b1, b2) and Adam(0.9, 0.999)")
+    args = parser.parse_args()
+    b1, b2 = (float(v) for v in args.betas.split(","))
+    train = mnist_5k_split()[0]
+    families = {a: mnist_mlp(train.x, train.y, activation=a) for a in ACTIVATIONS}
+
+    def score(make):
+        """(tasks, len(STEPS)) protocol scores of ``make(step) -> optax transformation``."""
+        return np.array([[np.mean(r.final_loss) for r in run_protocol(
+            lambda s: make(s), fam, steps=100, runs=args.runs, seed=VALIDATION_SEED,
+            hypers=list(STEPS))] for fam in families.values()])
+
+    def row(label, table):
+        best = int(np.argmin(table.mean(0)))
+        print(f"| {label} | " + " | ".join(f"{m:.4f}" for m in table.mean(0)) + " | "
+              + " | ".join(f"{x:.4f}" for x in table[:, best]) + " |", flush=True)
+
+    print("| warm start | " + " | ".join(f"mean, step {s:.3g}" for s in STEPS) + " | "
+          + " | ".join(f"{a} at best" for a in ACTIVATIONS) + " |")
+    print("|---|" + "---:|" * (len(STEPS) + len(ACTIVATIONS)))
+    if args.constant:
+        for c1, c2 in ((b1, b2), (0.9, 0.999)):
+            row(f"constant Adam({c1}, {c2})",
+                score(lambda s, c1=c1, c2=c2: optax.adam(0.005 * s, b1=c1, b2=c2)))
+    for horizon, floor in itertools.product(HORIZONS, FLOORS):
+        theta = ha.init_meta_params(jax.random.key(0), 20, "adam", warm_start_scale=0.0,
+                                    warm_start_step=1.0, warm_start_betas=(b1, b2),
+                                    warm_start_decay=(horizon, floor))
+        shape = step_sizes(theta, 100)  # Σρ_t of the warm start with step 1
+
+        def make(step, shape=shape):
+            return optax.adam(lambda count: 0.005 * step * jnp.asarray(shape)[count],
+                              b1=b1, b2=b2)
+        row(f"decay H {horizon}, F {floor}", score(make))
+
+
+if __name__ == "__main__":
+    main()
