@@ -8,15 +8,19 @@ test suite checks the equality) by the protocol's score (final parameters' loss 
 minibatches seen, 100 steps, 32 runs, seed ``VALIDATION_SEED``) on the MNIST MLP with
 activations the paper does not report (softplus, SiLU, GELU, leaky ReLU 0.1) and the sigmoid
 MLP's validation runs. Prints one row per (H, F) and the mean over tasks per step S;
-the chosen warm start is the lowest mean. ``--constant`` adds tuned constant-rate Adam rows.
+the chosen warm start is the lowest mean. ``--constant`` adds tuned constant-rate Adam rows;
+``--meta-params`` scores HyperAdam meta-parameter files (at the default rate) on the same tasks
+instead of the grid (how the shipped checkpoint was chosen among a run's checkpoints).
 
     python scripts/decay_probe.py
+    python scripts/decay_probe.py --meta-params runs/ha-decay-long/checkpoints/ckpt_*.npz
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +31,7 @@ import hyperadam_optax as ha
 from hyperadam_optax._lstm import lstm_step
 from hyperadam_optax.data import mnist_5k_split
 from hyperadam_optax.evaluation import run_protocol
-from hyperadam_optax.meta_train_run import VALIDATION_SEED
+from hyperadam_optax.meta_train_run import VALIDATION_SEED, checkpoint_meta_params
 from hyperadam_optax.tasks import mnist_mlp
 
 ACTIVATIONS = ("sigmoid", "softplus", "silu", "gelu", "leaky_relu")
@@ -53,6 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=32)
     parser.add_argument("--betas", default="0.8,0.9", help="Adam's decay rates b1,b2")
+    parser.add_argument("--meta-params", nargs="*", default=[],
+                        help="score these HyperAdam meta-parameter files (.npz, or meta-"
+                             "training checkpoints) instead of the warm-start grid")
     parser.add_argument("--constant", action="store_true",
                         help="also score constant-rate Adam(b1, b2) and Adam(0.9, 0.999)")
     args = parser.parse_args()
@@ -65,6 +72,19 @@ def main() -> None:
         return np.array([[np.mean(r.final_loss) for r in run_protocol(
             lambda s: make(s), fam, steps=100, runs=args.runs, seed=VALIDATION_SEED,
             hypers=list(STEPS))] for fam in families.values()])
+
+    if args.meta_params:
+        print("| meta-parameters | mean | " + " | ".join(ACTIVATIONS) + " |")
+        print("|---|" + "---:|" * (1 + len(ACTIVATIONS)))
+        for path in args.meta_params:
+            theta = (checkpoint_meta_params(path) if os.path.basename(path).startswith("ckpt_")
+                     else ha.load_meta_params(path))
+            scores = [run_protocol(lambda _, t=theta: ha.hyperadam(meta_params=t), fam, steps=100,
+                                   runs=args.runs, seed=VALIDATION_SEED).mean
+                      for fam in families.values()]
+            print(f"| {path} | {np.mean(scores):.4f} | "
+                  + " | ".join(f"{x:.4f}" for x in scores) + " |", flush=True)
+        return
 
     def row(label, table):
         best = int(np.argmin(table.mean(0)))

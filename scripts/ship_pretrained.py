@@ -22,6 +22,7 @@ import numpy as np
 from hyperadam_optax._pretrained import PRETRAINED
 from hyperadam_optax._serialization import load_meta_params, save_meta_params
 from hyperadam_optax.evaluation import BASELINES
+from hyperadam_optax.meta_train_run import checkpoint_meta_params
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "hyperadam_optax" / "pretrained"
 
@@ -38,7 +39,14 @@ def _write_card(name: str, card: dict, meta_params=None) -> None:
     (PRETRAINED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
-def ship_weights(run: str, name: str, commit: str | None) -> None:
+def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None = None,
+                 rule: str | None = None, scores: dict[int, float] | None = None) -> None:
+    """Ship the run's best checkpoint by its own validation, or ``checkpoint`` (a meta-step
+    whose ``checkpoints/ckpt_*.npz`` is kept) chosen by ``rule`` as the lowest of ``scores``
+    (meta-step -> score); rule and scores go on the card."""
+    if checkpoint is not None and (not rule or not scores or checkpoint not in scores
+                                   or scores[checkpoint] != min(scores.values())):
+        raise SystemExit("--checkpoint needs --rule and --scores in which it scores lowest")
     with open(os.path.join(run, "card.json")) as f:
         run_card = json.load(f)  # written when the run finished
     commit = commit or run_card.get("commit")
@@ -49,6 +57,13 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
                                            with_metadata=True)
     with open(os.path.join(run, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
+    rule = rule or (f"lowest validation loss ({_METRICS[metric]} on fixed tasks of the training "
+                    "family, seed VALIDATION_SEED; no reported test task)")
+    if checkpoint is not None:
+        meta_params = checkpoint_meta_params(
+            os.path.join(run, "checkpoints", f"ckpt_{checkpoint:08d}.npz"))
+        chosen = {"step": checkpoint, "validation_loss": next(
+            r["validation_loss"] for r in rows if r["step"] == checkpoint and "validation_loss" in r)}
     card = {
         "name": name,
         "command": run_card["command"],
@@ -58,9 +73,9 @@ def ship_weights(run: str, name: str, commit: str | None) -> None:
         "meta_steps": run_card["meta_steps"],
         "chosen_checkpoint": {"meta_step": chosen["step"],
                               "validation_loss": chosen["validation_loss"],
-                              "rule": f"lowest validation loss ({_METRICS[metric]} on fixed "
-                                      "tasks of the training family, seed VALIDATION_SEED; no "
-                                      "reported test task)"},
+                              "rule": rule,
+                              **({"scores": {str(k): v for k, v in scores.items()}}
+                                 if checkpoint is not None else {})},
         "validation_curve": [[r["step"], r["validation_loss"]] for r in rows
                              if "validation_loss" in r],
         "skipped_meta_steps": run_card["skipped_meta_steps"],
@@ -110,6 +125,11 @@ def main() -> None:
     w = sub.add_parser("weights")
     w.add_argument("--run", required=True)
     w.add_argument("--name", required=True, choices=PRETRAINED)
+    w.add_argument("--checkpoint", type=int, default=None,
+                   help="ship this meta-step's checkpoint instead of the run's best")
+    w.add_argument("--rule", default=None, help="how --checkpoint was chosen (for the card)")
+    w.add_argument("--scores", default=None, metavar="STEP:SCORE,...",
+                   help="the scores of --rule per meta-step (--checkpoint must be the lowest)")
     w.add_argument("--commit", default=None,
                    help="commit of the code the run used (default: the one its card records)")
     s = sub.add_parser("scores")
@@ -119,7 +139,9 @@ def main() -> None:
     s.add_argument("--command", required=True, help="the evaluate command that wrote them")
     args = parser.parse_args()
     if args.what == "weights":
-        ship_weights(args.run, args.name, args.commit)
+        scores = None if args.scores is None else {
+            int(k): float(v) for k, v in (item.split(":") for item in args.scores.split(","))}
+        ship_weights(args.run, args.name, args.commit, args.checkpoint, args.rule, scores)
     else:
         add_scores(args.name, args.label, args.evaluation, args.command)
 
