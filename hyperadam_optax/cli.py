@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--optimizer", default="hyperadam", help="hyperadam, rnnprop or dm")
     mt.add_argument("--task", default=None,
                     help="mnist-mlp-rs (HyperAdam's and RNNprop's problem), mnist-mlp-dm (DM's), "
-                         "mnist-mlp, quadratic; default: the optimizer's paper's problem")
+                         "mnist-mlp, mnist-mlp-mix (activation drawn per task), quadratic; "
+                         "default: the optimizer's paper's problem")
     mt.add_argument("--init", default="paper", choices=["paper", "adam"],
                     help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
                          "Adam warm start")

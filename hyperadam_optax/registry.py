@@ -9,7 +9,13 @@ from hyperadam_optax._hyperadam import hyperadam
 from hyperadam_optax._meta_params import init_meta_params
 from hyperadam_optax._rnnprop import init_rnnprop_meta_params, rnnprop
 from hyperadam_optax.meta_train import LearnedOptimizer
-from hyperadam_optax.tasks import TaskFamily, mnist_mlp, random_quadratics, random_scaling_with_convex
+from hyperadam_optax.tasks import (
+    TaskFamily,
+    mnist_mlp,
+    mnist_mlp_mixture,
+    random_quadratics,
+    random_scaling_with_convex,
+)
 
 
 def hyperadam_learned(learning_rate: float = 0.005, num_candidates: int = 20,
@@ -69,6 +75,9 @@ TASKS = {
     # 20-dim clipped convex term under Random Scaling (r = 1).
     "mnist-mlp-rs": (lambda data: random_scaling_with_convex(mnist_mlp(*data), r=3.0), True),
     "mnist-mlp": (lambda data: mnist_mlp(*data), True),
+    # The base MLP with its hidden activation drawn per task from tasks.VALIDATION_ACTIVATIONS
+    # (sigmoid, softplus, SiLU, GELU, leaky ReLU 0.1): a family of no reported test task.
+    "mnist-mlp-mix": (lambda data: mnist_mlp_mixture(*data), True),
     # DeepMind's MNIST problem for the DMoptimizer: the same MLP, weights ~ N(0, 0.01²).
     "mnist-mlp-dm": (lambda data: mnist_mlp(*data, init_std=0.01), True),
     "quadratic": (lambda data: random_quadratics(10), False),

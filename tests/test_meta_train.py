@@ -362,3 +362,25 @@ def test_cli_corrupt_data_dir(tmp_path):
     r = _cli("meta-train", "--task", "mnist-mlp", "--meta-steps", "1", "--data-dir", str(tmp_path),
              "--out-dir", str(tmp_path / "o"), "--no-progress")
     assert r.returncode == 2 and "not a readable MNIST npz" in r.stderr, r.stderr
+
+
+def test_activation_mixture_is_its_members():
+    """``mnist-mlp-mix`` draws one of five unreported activations per task; its loss is that
+    member MLP's loss, and a vmapped batch of tasks mixes them."""
+    from hyperadam_optax.tasks import VALIDATION_ACTIVATIONS, mnist_mlp, mnist_mlp_mixture
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784), np.float32), rng.integers(0, 10, 64)
+    family = mnist_mlp_mixture(x, y)
+    key = jax.random.PRNGKey(0)
+    params, batch = family.init(key, {}), family.sample_batch(key, {})
+    for i, name in enumerate(VALIDATION_ACTIVATIONS):
+        member = mnist_mlp(x, y, activation=name)
+        assert float(family.loss(params, batch, {"activation": jnp.int32(i)})) == pytest.approx(
+            float(member.loss(params, batch, {})), rel=1e-6)
+    drawn = jax.vmap(family.sample_task)(jax.random.split(key, 200))["activation"]
+    assert set(np.asarray(drawn).tolist()) == set(range(len(VALIDATION_ACTIVATIONS)))
+    # Of Table 1's activations only sigmoid is in the mixture (its runs use other seeds).
+    from hyperadam_optax.evaluation import suite_tasks
+    reported = {name.removeprefix("mlp-") for name in suite_tasks("table1", (x, y))}
+    assert reported & set(VALIDATION_ACTIVATIONS) == {"sigmoid"}
