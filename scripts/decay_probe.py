@@ -32,9 +32,9 @@ from hyperadam_optax._lstm import lstm_step
 from hyperadam_optax.data import mnist_5k_split
 from hyperadam_optax.evaluation import run_protocol
 from hyperadam_optax.meta_train_run import VALIDATION_SEED, checkpoint_meta_params
+from hyperadam_optax.tasks import VALIDATION_ACTIVATIONS as ACTIVATIONS
 from hyperadam_optax.tasks import mnist_mlp
 
-ACTIVATIONS = ("sigmoid", "softplus", "silu", "gelu", "leaky_relu")
 STEPS = (2.0 ** -5 / 0.005, 2.0 ** -4.5 / 0.005, 2.0 ** -4 / 0.005)  # rates 2^-5, 2^-4.5, 2^-4
 HORIZONS = (100, 150, 200)
 FLOORS = (0.15, 0.25, 0.4)

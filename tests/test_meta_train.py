@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -384,3 +385,24 @@ def test_activation_mixture_is_its_members():
     from hyperadam_optax.evaluation import suite_tasks
     reported = {name.removeprefix("mlp-") for name in suite_tasks("table1", (x, y))}
     assert reported & set(VALIDATION_ACTIVATIONS) == {"sigmoid"}
+
+
+def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
+    """A run from ``warm_start_decay`` records it in its identity; the meta-parameters read
+    back from any checkpoint (how a checkpoint other than the best is shipped) are the ones
+    the run saved at that step, and step 0 is the warm start itself."""
+    from hyperadam_optax.meta_train_run import checkpoint_meta_params, meta_train
+
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
+    meta_train(task="quadratic", init="adam", warm_start_step=2.0, warm_start_decay=(10, 0.5),
+               config=config, meta_steps=2, checkpoint_every=1, keep=5, validation_tasks=2,
+               out_dir=str(tmp_path), progress=False, log=lambda *a: None)
+    assert json.loads((tmp_path / "config.json").read_text())["warm_start_decay"] == [10, 0.5]
+    final = checkpoint_meta_params(str(tmp_path / "checkpoints" / "ckpt_00000002.npz"))
+    chex.assert_trees_all_equal(final, ha.load_meta_params(str(tmp_path / "meta_params.npz")))
+    start = checkpoint_meta_params(str(tmp_path / "checkpoints" / "ckpt_00000000.npz"))
+    np.testing.assert_array_equal(start.b_h, ha.init_meta_params(
+        jax.random.key(0), 20, "adam", warm_start_step=2.0, warm_start_decay=(10, 0.5)).b_h)
+    assert not np.array_equal(start.b_h, final.b_h)
+    with pytest.raises(ValueError, match="not a readable meta-training checkpoint"):
+        checkpoint_meta_params(str(tmp_path / "config.json"))
