@@ -9,8 +9,9 @@ minibatches seen, 100 steps, 32 runs, seed ``VALIDATION_SEED``) on the MNIST MLP
 activations the paper does not report (softplus, SiLU, GELU, leaky ReLU 0.1) and the sigmoid
 MLP's validation runs. Prints one row per (H, F) and the mean over tasks per step S;
 the chosen warm start is the lowest mean. ``--constant`` adds tuned constant-rate Adam rows;
-``--meta-params`` scores HyperAdam meta-parameter files (at the default rate) on the same tasks
-instead of the grid (how the shipped checkpoint was chosen among a run's checkpoints).
+``--meta-params`` scores HyperAdam meta-parameter files or meta-training checkpoints (at the
+default rate) on the same tasks instead of the grid (how the shipped checkpoint was chosen
+among a run's checkpoints); ``--seed`` scores on other runs than validation's.
 
     python scripts/decay_probe.py
     python scripts/decay_probe.py --meta-params runs/ha-decay-long/checkpoints/ckpt_*.npz
@@ -56,6 +57,8 @@ def step_sizes(meta_params: ha.HyperAdamParams, steps: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=VALIDATION_SEED,
+                        help="seed of the runs (default: the validation seed)")
     parser.add_argument("--betas", default="0.8,0.9", help="Adam's decay rates b1,b2")
     parser.add_argument("--meta-params", nargs="*", default=[],
                         help="score these HyperAdam meta-parameter files (.npz, or meta-"
@@ -70,7 +73,7 @@ def main() -> None:
     def score(make):
         """(tasks, len(STEPS)) protocol scores of ``make(step) -> optax transformation``."""
         return np.array([[np.mean(r.final_loss) for r in run_protocol(
-            lambda s: make(s), fam, steps=100, runs=args.runs, seed=VALIDATION_SEED,
+            lambda s: make(s), fam, steps=100, runs=args.runs, seed=args.seed,
             hypers=list(STEPS))] for fam in families.values()])
 
     if args.meta_params:
@@ -80,7 +83,7 @@ def main() -> None:
             theta = (checkpoint_meta_params(path) if os.path.basename(path).startswith("ckpt_")
                      else ha.load_meta_params(path))
             scores = [run_protocol(lambda _, t=theta: ha.hyperadam(meta_params=t), fam, steps=100,
-                                   runs=args.runs, seed=VALIDATION_SEED).mean
+                                   runs=args.runs, seed=args.seed).mean
                       for fam in families.values()]
             print(f"| {path} | {np.mean(scores):.4f} | "
                   + " | ".join(f"{x:.4f}" for x in scores) + " |", flush=True)
