@@ -19,20 +19,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _decay_pair(text: str) -> tuple[float, float]:
-    try:
-        b1, b2 = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two decay rates B1,B2, got {text!r}") from None
-    return b1, b2  # their range is checked by init_meta_params
+def _number_pair(what: str):
+    """An argparse type for ``A,B`` (two numbers; their range is checked by init_meta_params)."""
 
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            a, b = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        return a, b
 
-def _horizon_floor(text: str) -> tuple[float, float]:
-    try:
-        horizon, floor = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HORIZON,FLOOR, got {text!r}") from None
-    return horizon, floor  # their range is checked by init_meta_params
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--warm-start-step", type=_positive_float, default=None,
                     help="with --init adam: the warm start is Adam at rate 0.005 x this "
                          "(default 1)")
-    mt.add_argument("--warm-start-betas", type=_decay_pair, default=None, metavar="B1,B2",
+    mt.add_argument("--warm-start-betas", type=_number_pair("two decay rates B1,B2"),
+                    default=None, metavar="B1,B2",
                     help="with --init adam: the warm start's Adam decay rates (default 0.9,0.999)")
-    mt.add_argument("--warm-start-decay", type=_horizon_floor, default=None,
+    mt.add_argument("--warm-start-decay", type=_number_pair("HORIZON,FLOOR"), default=None,
                     metavar="HORIZON,FLOOR",
                     help="with --init adam: the warm start's rate falls about linearly to FLOOR "
                          "times itself over HORIZON steps, then stays (default: constant)")
