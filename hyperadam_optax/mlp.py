@@ -13,7 +13,7 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "elu": jax.nn.elu,
     "tanh": jnp.tanh,
-    # Not in the paper's tables: validation tasks for choosing settings (scripts/decay_probe.py).
+    # Not in the paper's tables: validation and meta-training MLPs (tasks.VALIDATION_ACTIVATIONS).
     "softplus": jax.nn.softplus,
     "silu": jax.nn.silu,
     "gelu": jax.nn.gelu,

@@ -94,7 +94,8 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(f"{m:.4f}" for m in table.mean(0)) + " | "
               + " | ".join(f"{x:.4f}" for x in table[:, best]) + " |", flush=True)
 
-    print("| warm start | " + " | ".join(f"mean, step {s:.3g}" for s in STEPS) + " | "
+    print("| rate schedule (H: horizon, F: floor) | "
+          + " | ".join(f"mean, 2^{np.log2(0.005 * s):g}" for s in STEPS) + " | "
           + " | ".join(f"{a} at best" for a in ACTIVATIONS) + " |")
     print("|---|" + "---:|" * (len(STEPS) + len(ACTIVATIONS)))
     if args.constant:
