@@ -42,30 +42,40 @@ def save_pytree(path: str, tree) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def read_leaves(path: str) -> dict[str, np.ndarray]:
+    """The leaves saved by :func:`save_pytree`, keyed by their key paths, in order (no
+    template needed: e.g. the meta-parameters out of a whole meta-state)."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path} is not a readable checkpoint: {e}") from e
+    try:
+        paths = json.loads(str(arrays.pop(_PATHS_KEY)))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a checkpoint written by save_pytree") from e
+    if sorted(arrays) != [f"{i:06d}" for i in range(len(paths))]:
+        raise ValueError(f"{path} holds {len(arrays)} arrays for {len(paths)} key paths")
+    return {p: arrays[f"{i:06d}"] for i, p in enumerate(paths)}
+
+
 def load_pytree(path: str, template):
     """Load a tree saved by :func:`save_pytree` into the structure of ``template``.
 
     ``template`` may hold arrays or ``jax.ShapeDtypeStruct``; every leaf's path, shape and
     dtype must match, else ``ValueError`` says which.
     """
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path} is not a readable checkpoint: {e}") from e
+    leaves_by_path = read_leaves(path)
+    paths, arrays = list(leaves_by_path), list(leaves_by_path.values())
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    try:
-        paths = json.loads(str(arrays.pop(_PATHS_KEY)))
-    except (KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a checkpoint written by save_pytree") from e
     want = [jax.tree_util.keystr(p) for p, _ in flat]
-    if paths != want or len(arrays) != len(flat):
+    if paths != want:
         raise ValueError(f"{path} holds a different structure: {len(paths)} leaves, expected "
                          f"{len(want)}; first differing path: "
                          f"{next((a, b) for a, b in zip(paths + [None], want + [None]) if a != b)}")
     leaves = []
     for i, (p, ref) in enumerate(flat):
-        a = arrays[f"{i:06d}"]
+        a = arrays[i]
         if a.shape != tuple(ref.shape) or a.dtype != np.dtype(ref.dtype):
             raise ValueError(f"{path}: leaf {jax.tree_util.keystr(p)} has shape {a.shape} dtype "
                              f"{a.dtype}, expected {tuple(ref.shape)} {np.dtype(ref.dtype)}")

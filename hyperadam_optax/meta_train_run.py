@@ -20,14 +20,13 @@ import os
 import shutil
 import sys
 import time
-import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hyperadam_optax import meta_train as mt
-from hyperadam_optax._checkpoint import _PATHS_KEY, atomic_write, load_pytree, save_pytree
+from hyperadam_optax._checkpoint import atomic_write, load_pytree, read_leaves, save_pytree
 from hyperadam_optax._serialization import save_meta_params
 from hyperadam_optax.registry import make_optimizer, make_task
 
@@ -104,12 +103,11 @@ def checkpoint_meta_params(path: str, optimizer: str = "hyperadam"):
     whole meta-state), as the optimizer's meta-parameter tuple (e.g. ``HyperAdamParams``)."""
     template = make_optimizer(optimizer).init_meta_params(jax.random.PRNGKey(0))
     try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            paths = json.loads(str(data[_PATHS_KEY]))
-            fields = {p.rsplit(".", 1)[1]: np.asarray(data[f"{i:06d}"])
-                      for i, p in enumerate(paths) if p.startswith(".meta_params.")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        leaves = read_leaves(path)
+    except ValueError as e:
         raise ValueError(f"{path} is not a readable meta-training checkpoint: {e}") from e
+    prefix = ".meta_params."  # MetaState.meta_params
+    fields = {p[len(prefix):]: a for p, a in leaves.items() if p.startswith(prefix)}
     if set(fields) != set(template._fields):
         raise ValueError(f"{path} holds no {optimizer} meta-parameters (fields {sorted(fields)})")
     return type(template)(**{k: jnp.asarray(fields[k]) for k in template._fields})

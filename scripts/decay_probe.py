@@ -29,7 +29,6 @@ import numpy as np
 import optax
 
 import hyperadam_optax as ha
-from hyperadam_optax._lstm import lstm_step
 from hyperadam_optax.data import mnist_5k_split
 from hyperadam_optax.evaluation import run_protocol
 from hyperadam_optax.meta_train_run import VALIDATION_SEED, checkpoint_meta_params
@@ -42,15 +41,17 @@ FLOORS = (0.15, 0.25, 0.4)
 
 
 def step_sizes(meta_params: ha.HyperAdamParams, steps: int) -> np.ndarray:
-    """``Σ_j ρ_t^j`` for t = 1..steps when the StateCell input is zero (exact for a warm start
-    with ``warm_start_scale=0``, whose LSTM ignores the gradient)."""
-    j = meta_params.b_q.shape[0]
+    """``Σ_j ρ_t^j`` for t = 1..steps of a warm start with ``warm_start_scale=0``: HyperAdam's
+    direction on one coordinate whose gradient is always 1 (every candidate m̂ is then 1, and
+    the LSTM, whose input kernels are zero, ignores the gradient)."""
+    tx = ha.scale_by_hyperadam(meta_params)
+    ones = jnp.ones(())
 
-    def body(carry, _):
-        h, c = lstm_step(jnp.zeros((1, j)), *carry, meta_params.theta_h, meta_params.b_h)
-        return (h, c), jnp.sum(jax.nn.elu(h @ meta_params.theta_q + meta_params.b_q))
+    def body(state, _):
+        direction, state = tx.update(ones, state)
+        return state, direction
 
-    _, rho = jax.lax.scan(body, (jnp.zeros((1, j)), jnp.zeros((1, j))), None, length=steps)
+    _, rho = jax.lax.scan(body, tx.init(ones), None, length=steps)
     return np.asarray(rho)
 
 
@@ -73,7 +74,7 @@ def main() -> None:
     def score(make):
         """(tasks, len(STEPS)) protocol scores of ``make(step) -> optax transformation``."""
         return np.array([[np.mean(r.final_loss) for r in run_protocol(
-            lambda s: make(s), fam, steps=100, runs=args.runs, seed=args.seed,
+            make, fam, steps=100, runs=args.runs, seed=args.seed,
             hypers=list(STEPS))] for fam in families.values()])
 
     if args.meta_params:

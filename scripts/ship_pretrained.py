@@ -53,13 +53,14 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
     if not commit:
         raise SystemExit(f"{run}/card.json records no commit: pass --commit")
     metric = run_card["config"].get("validation_metric", "mean")
-    meta_params, chosen = load_meta_params(os.path.join(run, "best_meta_params.npz"),
-                                           with_metadata=True)
     with open(os.path.join(run, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    rule = rule or (f"lowest validation loss ({_METRICS[metric]} on fixed tasks of the training "
-                    "family, seed VALIDATION_SEED; no reported test task)")
-    if checkpoint is not None:
+    if checkpoint is None:
+        meta_params, chosen = load_meta_params(os.path.join(run, "best_meta_params.npz"),
+                                               with_metadata=True)
+        rule = (f"lowest validation loss ({_METRICS[metric]} on fixed tasks of the training "
+                "family, seed VALIDATION_SEED; no reported test task)")
+    else:
         meta_params = checkpoint_meta_params(
             os.path.join(run, "checkpoints", f"ckpt_{checkpoint:08d}.npz"))
         chosen = {"step": checkpoint, "validation_loss": next(
