@@ -8,7 +8,7 @@ under Random Scaling plus the convex term; DM: the plain MLP), 20-step truncatio
 runs in a fresh subprocess so that its compile time and peak memory (max RSS) are its own
 (``chunk``: task slots vmapped together, ``MetaTrainConfig.task_chunk``). With ``--ablations``
 each row also times, in turns with the default in the same process, all B tasks in one vmap
-and the meta-step compiled without ``meta_train.cpu_compiler_options``: ratios > 1 mean the
+and the meta-step compiled without ``meta.meta_step.cpu_compiler_options``: ratios > 1 mean the
 default is faster. Prints one table.
 """
 
@@ -26,18 +26,19 @@ import time
 def _compile(opt, family, config, compiler_options=True):
     import jax
 
-    from hyperadam_optax import meta_train as mt
+    from hyperadam_optax import meta as mt
+    from hyperadam_optax.meta import meta_step
 
-    default_options = mt.cpu_compiler_options
+    default_options = meta_step.cpu_compiler_options
     if not compiler_options:
-        mt.cpu_compiler_options = lambda: None
+        meta_step.cpu_compiler_options = lambda: None
     try:
         state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
         t0 = time.perf_counter()
         step = mt.make_meta_step(opt, family, config).lower(state).compile()
         return step, state, time.perf_counter() - t0
     finally:
-        mt.cpu_compiler_options = default_options
+        meta_step.cpu_compiler_options = default_options
 
 
 def _best_of(runs, repeats):
@@ -58,12 +59,13 @@ def _best_of(runs, repeats):
 
 
 def measure(optimizer: str, batch: int, repeats: int, remat: bool, ablations: bool) -> dict:
-    from hyperadam_optax import meta_train as mt
-    from hyperadam_optax.data import load_mnist_5k
-    from hyperadam_optax.registry import make_optimizer, make_task
+    from hyperadam_optax import meta as mt
+    from hyperadam_optax.meta.sharding import resolve_task_chunk
+    from hyperadam_optax.tasks import make_task
+    from hyperadam_optax.tasks.data import load_mnist_5k
 
     d = load_mnist_5k()
-    opt = make_optimizer(optimizer)
+    opt = mt.learned_optimizer(optimizer)
     family = make_task(opt.default_task, (d.x, d.y))
     config = mt.MetaTrainConfig(num_tasks=batch, remat=remat, meta_lr=opt.default_meta_lr)
     step, state, compile_s = _compile(opt, family, config)
@@ -72,7 +74,7 @@ def measure(optimizer: str, batch: int, repeats: int, remat: bool, ablations: bo
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     task_steps = batch * config.unroll
     row = {"optimizer": optimizer, "task": opt.default_task, "batch": batch, "remat": remat,
-           "chunk": mt.resolve_task_chunk(config), "compile_s": compile_s, "meta_step_s": best,
+           "chunk": resolve_task_chunk(config), "compile_s": compile_s, "meta_step_s": best,
            "ms_per_task_step": 1e3 * best / task_steps, "task_steps_per_s": task_steps / best,
            "peak_rss_mib": peak}
     if ablations:  # each variant's time over the default's, measured in turns
@@ -94,7 +96,7 @@ def main(argv=None):
                         help="also time remat=False (store every intermediate)")
     parser.add_argument("--ablations", action="store_true",
                         help="also time all B tasks in one vmap and the meta-step compiled "
-                             "without meta_train.cpu_compiler_options (ratios to the default)")
+                             "without meta.meta_step.cpu_compiler_options (ratios to the default)")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.single:

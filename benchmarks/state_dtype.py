@@ -13,8 +13,8 @@ import numpy as np
 import update_step  # benchmarks/ is on sys.path when run as a script
 
 import hyperadam_optax as ha
-from hyperadam_optax.data import load_mnist_5k
-from hyperadam_optax.demo import training_curves
+from hyperadam_optax.cli.demo import training_curves
+from hyperadam_optax.tasks.data import load_mnist_5k
 
 
 def main():

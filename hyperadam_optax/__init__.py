@@ -1,36 +1,40 @@
-"""hyperadam_optax: HyperAdam (Wang, Sun & Xu, AAAI 2019) and learned optimizers for optax."""
+"""hyperadam_optax: HyperAdam (Wang, Sun & Xu, AAAI 2019) and learned optimizers for optax.
 
-from hyperadam_optax._dm_optimizer import (
+Subpackages, bottom to top (docs/DESIGN.md): ``optimizers`` (the transforms and their
+registry), ``io`` (files and the shipped weights), ``tasks`` (optimizees, data, the task
+registry), ``meta`` (the unroll, meta-training, runs on disk), ``evaluation`` (the paper's
+protocol, tuned baselines, suites, reports, introspection) and ``cli``.
+"""
+
+from hyperadam_optax.io.files import load_meta_params, save_meta_params
+from hyperadam_optax.io.pretrained import (
+    PretrainedWeightsUnavailableError,
+    dm_optimizer,
+    hyperadam,
+    load_pretrained,
+    pretrained_card,
+    rnnprop,
+)
+from hyperadam_optax.optimizers.dm_optimizer import (
     DMParams,
     DMState,
-    dm_optimizer,
     init_dm_meta_params,
     scale_by_dm_optimizer,
 )
-from hyperadam_optax._hyperadam import (
+from hyperadam_optax.optimizers.hyperadam import (
+    HyperAdamParams,
     HyperAdamState,
-    hyperadam,
+    adam_meta_params,
     hyperadam_internals,
+    init_meta_params,
     scale_by_hyperadam,
 )
-from hyperadam_optax._meta_params import (
-    HyperAdamParams,
-    adam_meta_params,
-    init_meta_params,
-)
-from hyperadam_optax._pretrained import (
-    PretrainedWeightsUnavailableError,
-    load_pretrained,
-    pretrained_card,
-)
-from hyperadam_optax._rnnprop import (
+from hyperadam_optax.optimizers.rnnprop import (
     RNNpropParams,
     RNNpropState,
     init_rnnprop_meta_params,
-    rnnprop,
     scale_by_rnnprop,
 )
-from hyperadam_optax._serialization import load_meta_params, save_meta_params
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,5 @@
+"""``python -m hyperadam_optax.cli``: the same as the ``hyperadam-optax`` command."""
+
+from hyperadam_optax.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Command line: ``hyperadam-optax demo``, ``meta-train``, ``evaluate`` and ``compare``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _number_pair(what: str):
+    """An argparse type for ``A,B`` (two numbers; their range is checked by init_meta_params)."""
+
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            a, b = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        return a, b
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperadam-optax",
+                                     description="HyperAdam and learned optimizers for optax.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_meta_train(sub)
+    _add_evaluate(sub)
+    _add_compare(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    from hyperadam_optax.cli.demo import ADAM_LR
+
+    demo = sub.add_parser("demo", help="train the paper's MNIST MLP with HyperAdam and Adam")
+    demo.add_argument("--steps", type=_positive_int, default=200)
+    demo.add_argument("--runs", type=_positive_int, default=10,
+                      help="independent runs (seeds) per optimizer, vmapped")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--hyperadam-lr", type=_positive_float, default=0.005)
+    demo.add_argument("--adam-lr", type=_positive_float, default=ADAM_LR)
+    demo.add_argument("--out", default="demo.png", help="loss-curve PNG ('' for none)")
+
+
+def _add_meta_train(sub) -> None:
+    from hyperadam_optax.meta import META_LOSSES, VALIDATION_METRICS
+    from hyperadam_optax.optimizers.registry import names
+
+    mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
+    mt.add_argument("--optimizer", default="hyperadam", help=", ".join(names()))
+    mt.add_argument("--task", default=None,
+                    help="a task of the registry: mnist-mlp-rs (HyperAdam's and RNNprop's "
+                         "problem), mnist-mlp-dm (DM's), mnist-mlp, mnist-mlp-mix (activation "
+                         "drawn per task), quadratic, or any evaluation task; default: the "
+                         "optimizer's paper's problem")
+    mt.add_argument("--init", default="paper", choices=["paper", "adam"],
+                    help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
+                         "Adam warm start")
+    mt.add_argument("--warm-start-step", type=_positive_float, default=None,
+                    help="with --init adam: the warm start is Adam at rate 0.005 x this "
+                         "(default 1)")
+    mt.add_argument("--warm-start-betas", type=_number_pair("two decay rates B1,B2"),
+                    default=None, metavar="B1,B2",
+                    help="with --init adam: the warm start's Adam decay rates (default 0.9,0.999)")
+    mt.add_argument("--warm-start-decay", type=_number_pair("HORIZON,FLOOR"), default=None,
+                    metavar="HORIZON,FLOOR",
+                    help="with --init adam: the warm start's rate falls about linearly to FLOOR "
+                         "times itself over HORIZON steps, then stays (default: constant)")
+    mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
+    mt.add_argument("--task-chunk", type=_positive_int, default=None,
+                    help="tasks vmapped together, chunks run one after another (a divisor of "
+                         "--num-tasks); default: 1 on one CPU device, else all")
+    mt.add_argument("--meta-steps", type=_positive_int, default=1000)
+    mt.add_argument("--meta-lr", type=_positive_float, default=None,
+                    help="outer Adam rate; default: the optimizer's paper's (1e-4; DM 1e-3)")
+    mt.add_argument("--clip-norm", type=_positive_float, default=1.0,
+                    help="global-norm clipping of the meta-gradient")
+    mt.add_argument("--cosine-decay", action="store_true",
+                    help="decay the meta learning rate by a cosine to a tenth over --meta-steps")
+    mt.add_argument("--unroll", type=_positive_int, default=20)
+    mt.add_argument("--trajectory", type=_positive_int, default=100)
+    mt.add_argument("--meta-loss", choices=META_LOSSES, default=None,
+                    help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
+    mt.add_argument("--second-order", action="store_true",
+                    help="differentiate through the optimizee gradient too")
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--out-dir", default="runs/meta-train")
+    mt.add_argument("--data-dir", default=None,
+                    help="directory with full MNIST (mnist.npz or IDX files); default: embedded")
+    mt.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    mt.add_argument("--checkpoint-every", type=_positive_int, default=100)
+    mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
+    mt.add_argument("--validation-tasks", type=_positive_int, default=4)
+    mt.add_argument("--validation-metric", choices=VALIDATION_METRICS, default="mean",
+                    help="checkpoint score on the validation tasks: mean loss over the "
+                         "trajectory, or the final parameters' loss (the tables' protocol)")
+    mt.add_argument("--no-progress", action="store_true")
+
+
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser("evaluate", help="the paper's evaluation protocol and tables")
+    ev.add_argument("--suite", default="table1",
+                    help="table1, table2, deep-mlp, cnn, long-horizon, generalisation or all")
+    ev.add_argument("--optimizers", default="sgd,momentum,adagrad,adadelta,rmsprop,adam",
+                    help="comma-separated: a baseline (tuned) or baseline@rate; a learned "
+                         "optimizer (pretrained), NAME:PATH.npz, or hyperadam:warm")
+    ev.add_argument("--tasks", default=None,
+                    help="comma-separated subset of the suite's tasks (default: all)")
+    ev.add_argument("--runs", type=_positive_int, default=100)
+    ev.add_argument("--steps", type=_positive_int, default=100)
+    ev.add_argument("--tune-runs", type=_positive_int, default=10,
+                    help="runs per learning rate when tuning a baseline (separate seeds)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out-dir", default="runs/evaluation")
+    ev.add_argument("--cache", default=None,
+                    help="tuning cache (JSON); default: OUT_DIR/tuning_cache.json")
+    ev.add_argument("--data-dir", default=None,
+                    help="full MNIST (mnist.npz or IDX files): train split for training, test "
+                         "split for the generalisation suite; default: embedded 4,000/1,000")
+    ev.add_argument("--no-progress", action="store_true")
+
+
+def _add_compare(sub) -> None:
+    cmp = sub.add_parser("compare", help="paired differences of one optimizer against one "
+                                         "baseline, from evaluate's JSON files")
+    cmp.add_argument("evaluations", nargs="+", help="{suite}.json files written by evaluate")
+    cmp.add_argument("--optimizer", default="hyperadam")
+    cmp.add_argument("--baseline", default="adam")
+
+
+def _evaluate(args) -> None:
+    import time
+
+    from hyperadam_optax.evaluation import SUITES, evaluate_suite, markdown_table, save_evaluation
+    from hyperadam_optax.tasks.data import mnist_data
+
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    for suite in suites:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; expected one of {tuple(SUITES)} or 'all'")
+    cache = args.cache or f"{args.out_dir}/tuning_cache.json"
+    data = test_data = None
+    if args.data_dir:
+        train, test = mnist_data(args.data_dir, "train")[0], mnist_data(args.data_dir, "test")[0]
+        data, test_data = (train.x, train.y), (test.x, test.y)
+    for suite in suites:
+        t0 = time.perf_counter()
+        evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
+                                   steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
+                                   cache_path=cache, data=data, test_data=test_data,
+                                   progress=not args.no_progress,
+                                   tasks=args.tasks.split(",") if args.tasks else None)
+        print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
+        print(markdown_table(evaluated))
+        paths = save_evaluation(evaluated, args.out_dir, suite)
+        print(f"\nwall time {time.perf_counter() - t0:.1f} s; wrote {', '.join(paths)}\n")
+
+
+def _compare(args) -> None:
+    from hyperadam_optax.evaluation import comparison_table, load_results, paired_comparison
+
+    rows = {path: paired_comparison(load_results(path), args.optimizer, args.baseline)
+            for path in args.evaluations}
+    print(f"{args.optimizer} minus {args.baseline}, paired over runs (ahead: more than 2 s.e. "
+          "lower)\n")
+    print(comparison_table(rows))
+
+
+def _meta_train(args, argv) -> None:
+    import shlex
+
+    from hyperadam_optax.meta import MetaTrainConfig, meta_train
+
+    config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
+                             trajectory=args.trajectory, meta_loss=args.meta_loss,
+                             second_order=args.second_order, meta_lr=args.meta_lr,
+                             clip_norm=args.clip_norm, task_chunk=args.task_chunk,
+                             cosine_decay_steps=args.meta_steps if args.cosine_decay else None)
+    command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
+    meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
+               warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
+               warm_start_decay=args.warm_start_decay,
+               config=config,
+               meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
+               data_dir=args.data_dir, resume=args.resume,
+               checkpoint_every=args.checkpoint_every, keep=args.keep,
+               validation_tasks=args.validation_tasks, validation_metric=args.validation_metric,
+               progress=not args.no_progress, command=command)
+
+
+def main(argv=None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from hyperadam_optax.cli.demo import run_demo
+
+        run_demo(steps=args.steps, runs=args.runs, seed=args.seed, out=args.out or None,
+                 hyperadam_lr=args.hyperadam_lr, adam_lr=args.adam_lr)
+        return 0
+    commands = {"evaluate": _evaluate, "meta-train": lambda a: _meta_train(a, argv),
+                "compare": _compare}
+    try:
+        commands[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        parser.exit(2, f"hyperadam-optax {args.command}: error: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

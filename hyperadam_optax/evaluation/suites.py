@@ -1,0 +1,155 @@
+"""The paper's evaluation suites: every (task, optimizer) pair run by the protocol.
+
+A suite is a tuple of task names of the one task registry (``hyperadam_optax.tasks.TASKS``);
+an optimizer is named as on the command line (:func:`parse_optimizer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import optax
+
+from hyperadam_optax.evaluation.baselines import BASELINES, tune_learning_rate
+from hyperadam_optax.evaluation.protocol import run_protocol, test_metrics
+from hyperadam_optax.io.files import load_meta_params
+from hyperadam_optax.io.pretrained import load_pretrained
+from hyperadam_optax.optimizers import registry
+from hyperadam_optax.tasks.base import TaskFamily
+from hyperadam_optax.tasks.data import mnist_data
+from hyperadam_optax.tasks.registry import get_task
+
+#: Suite -> task names. "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer
+#: runs; "generalisation" (Table 3) trains on the training images and scores held-out ones.
+SUITES: dict[str, tuple[str, ...]] = {
+    "table1": ("mlp-sigmoid", "mlp-relu", "mlp-elu", "mlp-tanh"),
+    "table2": ("sine-baseline", "sine-small-noise", "sine-2layer"),
+    "deep-mlp": tuple(f"mlp-{n}hidden" for n in range(1, 11)),
+    "cnn": ("cnn1", "cnn2"),
+    "long-horizon": ("mlp-sigmoid", "mlp-9hidden", "cnn2", "sine-2layer"),
+    "generalisation": ("mlp-sigmoid", "cnn1", "cnn2"),
+}
+
+
+def _suite(suite: str) -> tuple[str, ...]:
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; expected one of {tuple(SUITES)}")
+    return SUITES[suite]
+
+
+def suite_tasks(suite: str, data) -> dict[str, TaskFamily]:
+    """The task families of a suite, built on MNIST ``data = (x, y)`` where they need it."""
+    return {name: get_task(name).build(data if get_task(name).needs_data else None)
+            for name in _suite(suite)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatedOptimizer:
+    """A baseline (tuned, or at a fixed ``lr``) or a learned optimizer with meta-parameters."""
+
+    label: str
+    baseline: str | None = None
+    lr: float | None = None
+    make: Callable[[], optax.GradientTransformation] | None = None
+
+
+def parse_optimizer(text: str) -> EvaluatedOptimizer:
+    """``adam`` (tuned), ``adam@0.01`` (fixed rate); a learned optimizer of the registry by
+    name (``hyperadam``, ``rnnprop``, ``dm_optimizer`` or ``dm``: the pretrained
+    meta-parameters shipped in the package), ``NAME:PATH.npz`` (a file of
+    ``save_meta_params``), or ``hyperadam:warm`` (the Adam warm start); learned optimizers run
+    at their default learning rate."""
+    name, _, arg = text.partition(":")
+    if name in BASELINES:
+        if arg:
+            raise ValueError(f"{text!r}: a baseline takes '@rate', not ':'")
+        return EvaluatedOptimizer(label=name, baseline=name)
+    if "@" in name and name.split("@")[0] in BASELINES:
+        base, rate = name.split("@")
+        return EvaluatedOptimizer(label=name, baseline=base, lr=float(rate))
+    try:
+        spec = registry.get_optimizer(name)
+    except ValueError:
+        raise ValueError(f"unknown optimizer {text!r}; expected a baseline "
+                         f"({', '.join(BASELINES)}) or {', '.join(registry.names())} "
+                         "(pretrained), optionally with ':PATH.npz'") from None
+    if not arg:
+        theta = load_pretrained(spec.name)
+    elif spec.name == "hyperadam" and arg == "warm":
+        theta = spec.init_meta_params(jax.random.key(0), 20, "adam")
+    else:
+        theta = load_meta_params(arg)
+    return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta))
+
+
+def _suite_data(suite: str, data, test_data):
+    """MNIST ``(x, y)`` for training and held-out scoring: the given ones, else the embedded
+    4,000/1,000 split when a task of the suite needs data."""
+    if data is None and any(get_task(t).needs_data for t in _suite(suite)):
+        train, test = mnist_data(None, "train")[0], mnist_data(None, "test")[0]
+        data, test_data = (train.x, train.y), (test.x, test.y)
+    if suite == "generalisation" and test_data is None:
+        raise ValueError("the generalisation suite needs held-out test images (test_data)")
+    return data, test_data
+
+
+def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps: int = 100,
+                   seed: int = 0, tune_runs: int = 10, cache_path: str | None = None,
+                   data=None, test_data=None, progress: bool = True,
+                   tasks: list[str] | None = None) -> dict:
+    """Every (task, optimizer) of ``suite``: ``{"results": {task: {label: RunResult}},
+    "learning_rates": {task: {label: rate}}}`` and, for ``"generalisation"``, ``"test":
+    {task: {label: {"loss", "top1", "top2"}}}`` on ``test_data``.
+
+    ``data``/``test_data``: MNIST ``(x, y)``; default: the embedded 5,000 images, split into
+    4,000 for training and 1,000 held out (:func:`~hyperadam_optax.tasks.data.mnist_data`),
+    the held-out ones used only by the generalisation suite. ``tasks``: a subset of the
+    suite's task names (default: all).
+    """
+    unknown = sorted(set(tasks or ()) - set(_suite(suite)))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "
+                         f"{list(SUITES[suite])}")
+    data, test_data = _suite_data(suite, data, test_data)
+    families = {t: f for t, f in suite_tasks(suite, data).items() if tasks is None or t in tasks}
+    entries = [parse_optimizer(o) for o in optimizers]
+    pairs = [(t, e) for t in families for e in entries]
+    bar = _progress_bar(progress, len(pairs), suite)
+    results, rates, test = {}, {}, {}
+    for task_name, entry in pairs:
+        family = families[task_name]
+        if entry.baseline is not None:
+            lr = entry.lr if entry.lr is not None else tune_learning_rate(
+                entry.baseline, family, steps=steps, runs=tune_runs, seed=seed,
+                cache_path=cache_path)
+            make = (lambda lr=lr, b=entry.baseline: BASELINES[b](lr))
+        else:
+            lr, make = None, entry.make
+        results.setdefault(task_name, {})[entry.label] = run_protocol(
+            lambda _h, make=make: make(), family, steps=steps, runs=runs, seed=seed)
+        rates.setdefault(task_name, {})[entry.label] = lr
+        if suite == "generalisation":
+            test.setdefault(task_name, {})[entry.label] = test_metrics(
+                lambda _h, make=make: make(), family, *test_data, steps=steps, runs=runs,
+                seed=seed)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(task=task_name, optimizer=entry.label, refresh=False)
+    if bar is not None:
+        bar.close()
+    out = {"results": results, "learning_rates": rates}
+    if test:
+        out["test"] = test
+    return out
+
+
+def _progress_bar(enabled: bool, total: int, suite: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ModuleNotFoundError:
+        return None
+    return tqdm(total=total, desc=f"evaluate {suite}", unit="cell")

@@ -1,0 +1,60 @@
+"""Augmentations of a task family: Random Scaling and the convex term (Lv et al. 2017)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hyperadam_optax.tasks.base import TaskFamily
+
+
+def log_uniform_scale(key, tree, r: float):
+    """Random Scaling factors ``c = exp(U[-r, r])`` per coordinate (Lv et al. 2017)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [
+        jnp.exp(jax.random.uniform(k, x.shape, x.dtype, -r, r)) for k, x in zip(keys, leaves)
+    ])
+
+
+def random_scaling_with_convex(base: TaskFamily, *, r: float = 3.0, convex_dim: int = 20,
+                               convex_r: float = 1.0, convex_clip: float = 10.0) -> TaskFamily:
+    """The HyperAdam/RNNprop training problem built on ``base``.
+
+    ``f(c ⊙ w) + mean(clip((c' ⊙ z - a)², 0, convex_clip))`` started from ``(w0 / c, 0)``,
+    with ``c = exp(U[-r, r])`` and ``c' = exp(U[-convex_r, convex_r])`` per coordinate and
+    ``a ~ U[-1, 1]^convex_dim`` redrawn for each trajectory (reference notes: Random Scaling
+    plus the clipped convex term "CC", losses summed with weight 1 each).
+    """
+
+    def sample_task(key):
+        k_base, k_init, k_scale, k_cscale, k_target = jax.random.split(key, 5)
+        base_task = base.sample_task(k_base)
+        template = jax.eval_shape(base.init, k_init, base_task)
+        template = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), template)
+        return {
+            "base": base_task,
+            "scale": log_uniform_scale(k_scale, template, r),
+            "convex_scale": jnp.exp(jax.random.uniform(k_cscale, (convex_dim,), minval=-convex_r,
+                                                       maxval=convex_r)),
+            "convex_target": jax.random.uniform(k_target, (convex_dim,), minval=-1.0, maxval=1.0),
+        }
+
+    def init(key, task):
+        w0 = base.init(key, task["base"])
+        return {"net": jax.tree.map(jnp.divide, w0, task["scale"]),
+                "convex": jnp.zeros((convex_dim,), jnp.float32)}
+
+    def loss(params, batch, task):
+        net = jax.tree.map(jnp.multiply, params["net"], task["scale"])
+        z = params["convex"] * task["convex_scale"]
+        convex = jnp.mean(jnp.clip((z - task["convex_target"]) ** 2, 0.0, convex_clip))
+        return base.loss(net, batch, task["base"]) + convex
+
+    return TaskFamily(
+        name=f"{base.name}-rs{r:g}-cc",
+        sample_task=sample_task,
+        init=init,
+        sample_batch=lambda key, task: base.sample_batch(key, task["base"]),
+        loss=loss,
+    )

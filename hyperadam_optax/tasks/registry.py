@@ -1,0 +1,79 @@
+"""The one registry of named task families, read by meta-training, evaluation and the CLI.
+
+A name maps to a :class:`TaskSpec`: how to build the family from the MNIST training data
+``(x, y)`` (or without data). The evaluation suites (``hyperadam_optax.evaluation.SUITES``)
+are tuples of these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from hyperadam_optax.tasks.augment import random_scaling_with_convex
+from hyperadam_optax.tasks.base import TaskFamily
+from hyperadam_optax.tasks.cnn import mnist_cnn
+from hyperadam_optax.tasks.mlp import mnist_mlp, mnist_mlp_mixture
+from hyperadam_optax.tasks.quadratic import random_quadratics
+from hyperadam_optax.tasks.sine_lstm import sine_lstm
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """``build(data) -> TaskFamily``; ``data`` is MNIST ``(x, y)`` if ``needs_data`` else None."""
+
+    build: Callable[[tuple | None], TaskFamily]
+    needs_data: bool
+    description: str
+
+
+def _mnist(build, description):
+    return TaskSpec(build, True, description)
+
+
+def _deep_mlp(n):
+    return _mnist(lambda d: mnist_mlp(*d, sizes=(784,) + (20,) * n + (10,)),
+                  f"MLP 784-{'-'.join(['20'] * n)}-10 sigmoid (Fig. 5d)")
+
+
+TASKS: dict[str, TaskSpec] = {
+    # Meta-training problems.
+    "mnist-mlp-rs": _mnist(lambda d: random_scaling_with_convex(mnist_mlp(*d), r=3.0),
+                           "HyperAdam's and RNNprop's training problem: the MNIST MLP under "
+                           "Random Scaling (r = 3) plus the 20-dim clipped convex term"),
+    "mnist-mlp": _mnist(lambda d: mnist_mlp(*d), "the plain MLP 784-20-10 sigmoid"),
+    "mnist-mlp-mix": _mnist(lambda d: mnist_mlp_mixture(*d),
+                            "the base MLP with its hidden activation drawn per task from "
+                            "sigmoid, softplus, SiLU, GELU, leaky ReLU 0.1 (no reported task)"),
+    "mnist-mlp-dm": _mnist(lambda d: mnist_mlp(*d, init_std=0.01),
+                           "DeepMind's MNIST problem: the MLP with weights ~ N(0, 0.01²)"),
+    "quadratic": TaskSpec(lambda d: random_quadratics(10), False,
+                          "random 10-dim quadratics (quick experiments)"),
+    # Evaluation tasks (the paper's tables and figures).
+    **{f"mlp-{a}": _mnist(lambda d, a=a: mnist_mlp(*d, activation=a),
+                          f"MLP 784-20-10 {a} (Table 1)")
+       for a in ("sigmoid", "relu", "elu", "tanh")},
+    "sine-baseline": TaskSpec(lambda d: sine_lstm(noise=0.1), False,
+                              "sine-sequence LSTM, noise 0.1 (Table 2)"),
+    "sine-small-noise": TaskSpec(lambda d: sine_lstm(noise=0.01), False,
+                                 "sine-sequence LSTM, noise 0.01 (Table 2)"),
+    "sine-2layer": TaskSpec(lambda d: sine_lstm(layers=2, noise=0.1), False,
+                            "two-layer sine-sequence LSTM (Table 2)"),
+    **{f"mlp-{n}hidden": _deep_mlp(n) for n in range(1, 11)},
+    "cnn1": _mnist(lambda d: mnist_cnn(*d, architecture="cnn1"), "CNN-1 c-c-p-f (Fig. 6)"),
+    "cnn2": _mnist(lambda d: mnist_cnn(*d, architecture="cnn2"), "CNN-2 c-c-p-c-c-p-f-f (Fig. 6)"),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def make_task(name: str, data=None) -> TaskFamily:
+    """The family ``name``; ``data``: MNIST ``(x, y)`` for the tasks that need it."""
+    spec = get_task(name)
+    if spec.needs_data and data is None:
+        raise ValueError(f"task {name!r} needs training data (x, y)")
+    return spec.build(data)

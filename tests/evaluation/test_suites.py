@@ -1,0 +1,103 @@
+"""Suites, optimizer names and the evaluate CLI (on reduced sizes)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hyperadam_optax as ha
+from hyperadam_optax import evaluation as ev
+
+
+def test_suites_and_optimizer_specs():
+    data = (np.zeros((4, 784), np.float32), np.zeros(4, np.int32))
+    assert list(ev.suite_tasks("table1", data)) == ["mlp-sigmoid", "mlp-relu", "mlp-elu", "mlp-tanh"]
+    deep = ev.suite_tasks("deep-mlp", data)
+    params = deep["mlp-10hidden"].init(jax.random.PRNGKey(0), {})
+    assert len(params) == 11
+    assert ev.parse_optimizer("adam@0.01").lr == 0.01
+    low = ev.parse_optimizer("adam-0.8-0.9@0.03")
+    assert (low.baseline, low.lr) == ("adam-0.8-0.9", 0.03)
+    grads = [np.array([1.0, -2.0]), np.array([0.5, 3.0]), np.array([-1.0, 1.0])]
+
+    def updates(tx):
+        state, out = tx.init(np.zeros(2)), None
+        for g in grads:
+            out, state = tx.update(g, state)
+        return np.asarray(out)
+
+    low_tx = ev.BASELINES["adam-0.8-0.9"](0.03)
+    np.testing.assert_allclose(updates(low_tx), updates(optax.adam(0.03, b1=0.8, b2=0.9)))
+    assert not np.allclose(updates(low_tx), updates(optax.adam(0.03)))
+    rng = np.random.default_rng(0)
+    long_grads = rng.normal(size=(120, 2))
+    hand = optax.adam(lambda k: 0.03 * (1.0 - 0.75 * np.minimum(k, 100) / 100), b1=0.8, b2=0.9)
+
+    def long_updates(tx):
+        state, outs = tx.init(np.zeros(2)), []
+        for g in long_grads:
+            out, state = tx.update(g, state)
+            outs.append(np.asarray(out))
+        return np.array(outs)
+
+    np.testing.assert_allclose(long_updates(ev.BASELINES["adam-0.8-0.9-decay"](0.03)),
+                               long_updates(hand), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        ev.parse_optimizer("lion")
+    # A learned optimizer by name is its shipped weights at its default rate; "dm" is the
+    # DMoptimizer's alias.
+    grads = {"w": jnp.linspace(-1.0, 1.0, 6)}
+    for name, alias in (("rnnprop", ha.rnnprop), ("dm", ha.dm_optimizer)):
+        tx = ev.parse_optimizer(name).make()
+        want = alias(meta_params=ha.load_pretrained(name))
+        got_u, _ = tx.update(grads, tx.init(grads))
+        want_u, _ = want.update(grads, want.init(grads))
+        np.testing.assert_array_equal(got_u["w"], want_u["w"])
+        assert float(jnp.abs(got_u["w"]).max()) > 0
+    with pytest.raises(ValueError, match="not a readable"):
+        ev.parse_optimizer("dm:/nonexistent.npz")
+    with pytest.raises(ValueError, match="unknown suite"):
+        ev.suite_tasks("table9", data)
+    assert list(ev.suite_tasks("long-horizon", data)) == ["mlp-sigmoid", "mlp-9hidden", "cnn2",
+                                                          "sine-2layer"]
+    with pytest.raises(ValueError, match=r"unknown tasks \['mlp-swish'\]"):
+        ev.evaluate_suite("table1", ["adam@0.01"], tasks=["mlp-swish"], data=data)
+
+
+def test_evaluate_cli(tmp_path, capsys):
+    from hyperadam_optax import cli
+
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--suite", "table2", "--optimizers",
+                     "adam@0.02,sgd@0.001,hyperadam:warm", "--runs", "3", "--steps", "15",
+                     "--out-dir", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| adam@0.02 |" in printed and "Paired difference" in printed
+    rows = json.loads((out / "table2.json").read_text())
+    assert {r["task"] for r in rows} == {"sine-baseline", "sine-small-noise", "sine-2layer"}
+    assert all(len(r["final_losses"]) == 3 and np.all(np.isfinite(r["final_losses"]))
+               for r in rows)
+    assert (out / "table2.png").stat().st_size > 10_000
+
+
+def test_evaluate_cli_bad_input(tmp_path, capsys):
+    from hyperadam_optax import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--suite", "table7", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "unknown suite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--optimizers", "hyperadam:/nonexistent.npz", "--out-dir",
+                  str(tmp_path), "--no-progress"])
+    assert e.value.code == 2 and "not a readable" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_generalisation_suite_end_to_end():
+    out = ev.evaluate_suite("generalisation", ["adam@0.001"], runs=2, steps=5, progress=False)
+    assert set(out["test"]) == {"mlp-sigmoid", "cnn1", "cnn2"}
+    table = ev.markdown_table(out)
+    assert "Held-out images" in table and table.count("adam@0.001") == 2

@@ -1,0 +1,49 @@
+"""Meta-parameter files: round trip, refused shapes, corrupt files, no pickle."""
+
+import jax
+import numpy as np
+import pytest
+
+import hyperadam_optax as ha
+
+
+def test_save_load_roundtrip(tmp_path):
+    mp = ha.init_meta_params(jax.random.key(3), 7)
+    path = tmp_path / "theta.npz"
+    ha.save_meta_params(path, mp, {"steps": 12, "note": "test"})
+    loaded, meta = ha.load_meta_params(path, with_metadata=True)
+    assert isinstance(loaded, ha.HyperAdamParams) and meta == {"steps": 12, "note": "test"}
+    jax.tree.map(np.testing.assert_array_equal, loaded, mp)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_load_rejects_wrong_shapes(tmp_path):
+    mp = ha.init_meta_params(jax.random.key(3), 7)
+    path = tmp_path / "theta.npz"
+    ha.save_meta_params(path, mp)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["theta_r"] = np.zeros((3, 3), np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"expected shapes.*'theta_r': \(14, 7\)"):
+        ha.load_meta_params(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04garbage"])
+def test_load_rejects_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a readable meta-parameter"):
+        ha.load_meta_params(path)
+
+
+def test_load_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, theta_u=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        ha.load_meta_params(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="not a readable"):
+        ha.load_meta_params(tmp_path / "absent.npz")

@@ -1,0 +1,206 @@
+"""The meta-step: meta-gradients, learning, restarts, skipped steps, meta-losses, config."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hyperadam_optax as ha
+from hyperadam_optax import meta as mt
+from hyperadam_optax import tasks
+from hyperadam_optax.io import load_pytree, save_pytree
+from hyperadam_optax.meta import learned_optimizer
+from hyperadam_optax.tasks import make_task
+from tests.helpers.gradcheck import assert_grad_matches_finite_differences
+
+
+def _tiny_hyperadam(j=3, dtype=jnp.float32):
+    return mt.LearnedOptimizer(
+        "hyperadam", lambda k: ha.init_meta_params(k, j, "paper", dtype=dtype),
+        lambda theta: ha.hyperadam(0.05, theta))
+
+
+def test_meta_gradient_matches_finite_differences(x64):
+    opt = _tiny_hyperadam(dtype=jnp.float64)
+    family = tasks.random_quadratics(3, cond=4.0)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=4, trajectory=8, second_order=True)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
+    slot = jax.tree.map(lambda x: x[0], state.slots)
+
+    def f(theta):
+        return mt.truncated_unroll(opt, family, config, theta, slot)[0]
+
+    assert_grad_matches_finite_differences(f, state.meta_params, seed=1, min_abs=1e-5)
+
+
+def test_task_chunks_give_the_same_meta_step(x64):
+    """Differentiating the slots one at a time (CPU default), in chunks of 2, or all in one
+    vmap is the same meta-step: same meta-loss, meta-gradient and slots after it."""
+    opt = _tiny_hyperadam(dtype=jnp.float64)
+    family = tasks.random_quadratics(3, cond=4.0)
+    out = {}
+    for chunk in (1, 2, 4):
+        config = mt.MetaTrainConfig(num_tasks=4, unroll=3, trajectory=6, task_chunk=chunk)
+        state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+        step = mt.make_meta_step(opt, family, config)
+        for _ in range(3):  # crosses a trajectory end, so some slots restart
+            state, metrics = step(state)
+        out[chunk] = (state, metrics)
+    for chunk in (1, 2):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
+                     out[chunk], out[4])
+    assert int(out[1][1]["restarts"]) > 0
+
+
+def test_first_order_drops_only_the_hessian_term(x64):
+    """With a quadratic the optimizee Hessian is constant, so the two modes must differ."""
+    opt = _tiny_hyperadam(dtype=jnp.float64)
+    family = tasks.random_quadratics(3)
+    grads = {}
+    for second in (False, True):
+        config = mt.MetaTrainConfig(num_tasks=1, unroll=4, trajectory=8, second_order=second)
+        state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+        slot = jax.tree.map(lambda x: x[0], state.slots)
+        grads[second] = jax.grad(lambda t, c=config, s=slot: mt.truncated_unroll(
+            opt, family, c, t, s)[0])(state.meta_params)
+    diff = optax.tree.norm(jax.tree.map(jnp.subtract, grads[True], grads[False]))
+    assert diff > 1e-6 * optax.tree.norm(grads[True])
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads[False]))
+
+
+def test_meta_training_lowers_held_out_meta_loss():
+    opt = _tiny_hyperadam(j=4)
+    family = tasks.random_quadratics(6)
+    config = mt.MetaTrainConfig(num_tasks=8, unroll=10, trajectory=40, meta_lr=1e-2)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    held_out = mt.make_evaluator(opt, family, num_tasks=16, steps=40, seed=999)
+    before = float(held_out(state.meta_params))
+    step = mt.make_meta_step(opt, family, config)
+    for _ in range(60):
+        state, metrics = step(state)
+    after = float(held_out(state.meta_params))
+    assert int(state.skipped) == 0
+    assert after < 0.7 * before, (before, after)
+
+
+def test_slots_restart_after_their_trajectory():
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    config = mt.MetaTrainConfig(num_tasks=4, unroll=5, trajectory=15)
+    state = mt.init_meta_state(jax.random.PRNGKey(3), opt, family, config)
+    offsets = np.asarray(state.slots.step)
+    # Evenly spread: 4 slots over 3 truncations hold every offset, one of them twice.
+    assert sorted(np.bincount(offsets // 5, minlength=3)) == [1, 1, 2]
+    step = mt.make_meta_step(opt, family, config)
+    tasks_before = np.asarray(state.slots.task["y"])
+    state, metrics = step(state)
+    after = np.asarray(state.slots.step)
+    np.testing.assert_array_equal(after, np.where(offsets + 5 >= 15, 0, offsets + 5))
+    changed = np.any(np.asarray(state.slots.task["y"]) != tasks_before, axis=1)
+    np.testing.assert_array_equal(changed, after == 0)
+    assert int(metrics["restarts"]) == int(np.sum(after == 0))
+
+
+def test_non_finite_meta_gradient_is_skipped():
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=3, trajectory=6)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    bad = state._replace(meta_params=state.meta_params._replace(
+        b_q=state.meta_params.b_q.at[0].set(jnp.nan)))
+    before = jax.tree.map(np.asarray, bad.meta_params)
+    new, metrics = mt.make_meta_step(opt, family, config)(bad)
+    assert not bool(metrics["finite"]) and int(new.skipped) == 1
+    jax.tree.map(np.testing.assert_array_equal, new.meta_params, before)
+
+
+def test_meta_state_checkpoint_roundtrip(tmp_path):
+    opt = learned_optimizer("hyperadam")
+    family = tasks.random_quadratics(4)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=2, trajectory=4)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    state, _ = mt.make_meta_step(opt, family, config)(state)
+    save_pytree(str(tmp_path / "s.npz"), state)
+    template = mt.init_meta_state(jax.random.PRNGKey(5), opt, family, config)
+    restored = load_pytree(str(tmp_path / "s.npz"), template)
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    other = mt.init_meta_state(jax.random.PRNGKey(0), opt, family,
+                               mt.MetaTrainConfig(num_tasks=3, unroll=2, trajectory=4))
+    with pytest.raises(ValueError, match="shape"):
+        load_pytree(str(tmp_path / "s.npz"), other)
+
+
+def test_cosine_decay_of_the_meta_learning_rate():
+    config = mt.MetaTrainConfig(meta_lr=1e-3, cosine_decay_steps=10, clip_norm=None)
+    outer = mt.outer_optimizer(config)
+    params = {"w": jnp.zeros(())}
+    state = outer.init(params)
+    steps = []
+    for _ in range(12):  # Adam's first steps are ±lr for a constant gradient
+        updates, state = outer.update({"w": jnp.ones(())}, state, params)
+        steps.append(-float(updates["w"]))
+    np.testing.assert_allclose(steps[0], 1e-3, rtol=1e-4)
+    np.testing.assert_allclose(steps[5], 1e-4 + 0.9e-3 * 0.5 * (1 + np.cos(np.pi * 0.5)),
+                               rtol=1e-4)
+    np.testing.assert_allclose(steps[10:], 1e-4, rtol=1e-4)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="multiple of unroll"):
+        mt.MetaTrainConfig(unroll=30, trajectory=100)
+    with pytest.raises(ValueError, match="meta_loss"):
+        mt.MetaTrainConfig(meta_loss="median")
+    with pytest.raises(ValueError, match="task_chunk must be None or a positive divisor"):
+        mt.MetaTrainConfig(num_tasks=8, task_chunk=3)
+    with pytest.raises(ValueError, match="unknown learned optimizer"):
+        learned_optimizer("adamw")
+    with pytest.raises(ValueError, match="unknown task"):
+        make_task("imagenet")
+
+
+@pytest.mark.parametrize("kind", mt.META_LOSSES)
+def test_meta_loss_kinds_are_computed_from_the_truncations_losses(kind):
+    """Each meta-loss against its formula on the pre-update losses the truncation returns
+    (``final`` is checked by hand below); the meta-step applies a finite gradient."""
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=4, trajectory=8, meta_loss=kind)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    step = mt.make_meta_step(opt, family, config)
+    for _ in range(3):
+        slot = jax.tree.map(lambda x: x[0], state.slots)
+        meta_loss, (losses, after) = mt.truncated_unroll(opt, family, config,
+                                                         state.meta_params, slot)
+        losses = np.asarray(losses, np.float64)
+        restarted = int(slot.step) == 0 or np.isnan(float(slot.first_loss))
+        first = losses[0] if restarted else float(slot.first_loss)
+        expected = {"mean": losses.mean(), "last": losses[-1], "sum": losses.sum(),
+                    "log_ratio": np.mean(np.log(losses / (first + 1e-6) + 1e-6))}
+        if kind in expected:
+            np.testing.assert_allclose(float(meta_loss), expected[kind], rtol=1e-5, atol=1e-6)
+        state, metrics = step(state)
+        assert bool(metrics["finite"]) and np.isfinite(float(metrics["meta_loss"]))
+
+
+def test_final_meta_loss_is_the_truncations_final_parameters_on_its_minibatches():
+    """``meta_loss="final"`` against the same truncation stepped by hand."""
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(4, noise=0.2)
+    config = mt.MetaTrainConfig(num_tasks=1, unroll=6, trajectory=12, meta_loss="final")
+    state = mt.init_meta_state(jax.random.PRNGKey(5), opt, family, config)
+    slot = jax.tree.map(lambda a: a[0], state.slots)
+    meta_loss, (losses, _) = mt.truncated_unroll(opt, family, config, state.meta_params, slot)
+
+    tx = opt.make(state.meta_params)
+    params, opt_state = slot.params, slot.opt_state
+    keys = jax.random.split(slot.key, config.unroll + 2)[: config.unroll]
+    batches = [family.sample_batch(k, slot.task) for k in keys]
+    for batch in batches:
+        grads = jax.grad(family.loss)(params, batch, slot.task)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+    expected = np.mean([float(family.loss(params, b, slot.task)) for b in batches])
+    np.testing.assert_allclose(float(meta_loss), expected, rtol=1e-5)
+    assert abs(float(meta_loss) - float(losses[-1])) > 1e-4  # not the "last" loss

@@ -1,0 +1,172 @@
+"""HyperAdam against Alg. 2: independent reference, special cases, invariances, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hyperadam_optax as ha
+from tests.helpers.gradcheck import assert_grad_matches_finite_differences
+from tests.helpers.reference_hyperadam import ReferenceHyperAdam
+
+
+def _gradient_sequence(key, shapes, steps):
+    """A fixed sequence of gradients with different scales per coordinate."""
+    out = []
+    for _ in range(steps):
+        key, *ks = jax.random.split(key, len(shapes) + 1)
+        out.append({f"w{i}": jax.random.normal(k, s) * (1.0 + i) for i, (k, s) in
+                    enumerate(zip(ks, shapes))})
+    return out
+
+
+def _updates(tx, params, grads_seq):
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    out = []
+    for g in grads_seq:
+        u, state = update(g, state)
+        out.append(u)
+    return out
+
+
+def _random_theta(seed, j=6, dtype=jnp.float32):
+    mp = ha.init_meta_params(jax.random.key(seed), j, "paper", dtype=dtype)
+    # Non-zero biases everywhere so every term of Alg. 2 matters.
+    ks = jax.random.split(jax.random.key(seed + 100), len(mp))
+    return ha.HyperAdamParams(*(
+        v + 0.3 * jax.random.normal(k, v.shape, dtype) if name.startswith("b_") else v
+        for (name, v), k in zip(mp._asdict().items(), ks)
+    ))
+
+
+def test_matches_float64_reference(x64):
+    theta = _random_theta(0, j=5, dtype=jnp.float64)
+    shapes = [(7,), (3, 4)]
+    grads = _gradient_sequence(jax.random.key(1), shapes, 15)
+    grads = [jax.tree.map(lambda x: x.astype(jnp.float64), g) for g in grads]
+    params = {f"w{i}": jnp.zeros(s, jnp.float64) for i, s in enumerate(shapes)}
+    got = _updates(ha.scale_by_hyperadam(theta), params, grads)
+    ref = ReferenceHyperAdam(theta, p=19)
+    for g, u in zip(grads, got):
+        flat_g = np.concatenate([np.asarray(g["w0"]).ravel(), np.asarray(g["w1"]).ravel()])
+        want = ref.direction(flat_g)
+        have = np.concatenate([np.asarray(u["w0"]).ravel(), np.asarray(u["w1"]).ravel()])
+        np.testing.assert_allclose(have, want, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_matches_float64_reference():
+    theta32 = _random_theta(3, j=20)
+    grads = _gradient_sequence(jax.random.key(4), [(50,)], 20)
+    got = _updates(ha.scale_by_hyperadam(theta32), {"w0": jnp.zeros(50)}, grads)
+    ref = ReferenceHyperAdam(theta32, p=50)
+    for g, u in zip(grads, got):
+        want = ref.direction(np.asarray(g["w0"]))
+        scale = np.max(np.abs(want))
+        assert np.max(np.abs(np.asarray(u["w0"]) - want)) <= 1e-5 * scale
+
+
+def test_global_norm_pytree_equals_flat_vector():
+    theta = _random_theta(5)
+    shapes = [(3, 4), (5,), (2, 1, 3)]
+    grads = _gradient_sequence(jax.random.key(6), shapes, 10)
+    params = {f"w{i}": jnp.zeros(s) for i, s in enumerate(shapes)}
+    tree_updates = _updates(ha.scale_by_hyperadam(theta), params, grads)
+
+    def flatten(t):
+        return jnp.concatenate([t[f"w{i}"].ravel() for i in range(len(shapes))])
+
+    flat_updates = _updates(ha.scale_by_hyperadam(theta), jnp.zeros(23),
+                            [flatten(g) for g in grads])
+    for a, b in zip(tree_updates, flat_updates):
+        np.testing.assert_allclose(flatten(a), b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_scale_invariance(c):
+    theta = _random_theta(7, j=20)
+    grads = _gradient_sequence(jax.random.key(8), [(30,), (4, 5)], 20)
+    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
+    base = _updates(ha.scale_by_hyperadam(theta), params, grads)
+    scaled = _updates(ha.scale_by_hyperadam(theta), params,
+                      [jax.tree.map(lambda x: c * x, g) for g in grads])
+    for a, b in zip(base, scaled):
+        num = optax.tree.norm(jax.tree.map(jnp.subtract, a, b))
+        assert num <= 1e-3 * optax.tree.norm(a)
+
+
+@pytest.mark.parametrize("b1,b2", [(0.9, 0.999), (0.5, 0.9)])
+def test_adam_special_case(b1, b2):
+    theta = ha.adam_meta_params(20, b1, b2)
+    grads = _gradient_sequence(jax.random.key(9), [(40,), (3, 3)], 50)
+    params = {"w0": jnp.zeros(40), "w1": jnp.zeros((3, 3))}
+    ours = _updates(ha.scale_by_hyperadam(theta), params, grads)
+    adam = _updates(optax.scale_by_adam(b1, b2, eps=0.0), params, grads)
+    for a, b in zip(ours, adam):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+
+
+def test_warm_start_behaves_like_adam():
+    theta = ha.init_meta_params(jax.random.key(0), 20, "adam")
+    grads = _gradient_sequence(jax.random.key(10), [(64,)], 30)
+    ours = _updates(ha.scale_by_hyperadam(theta), {"w0": jnp.zeros(64)}, grads)
+    adam = _updates(optax.scale_by_adam(0.9, 0.999, eps=0.0), {"w0": jnp.zeros(64)}, grads)
+    for a, b in zip(ours, adam):
+        rel = optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) / optax.tree.norm(b)
+        assert rel < 0.1
+
+
+def test_meta_gradient_matches_finite_differences(x64):
+    theta = _random_theta(11, j=3, dtype=jnp.float64)
+    target = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([[0.3, -0.7]])}
+    scales = {"a": jnp.array([1.0, 3.0, 0.2]), "b": jnp.array([[2.0, 0.5]])}
+
+    def loss_fn(p):
+        return sum(jnp.sum(s * (x - t) ** 2) for x, t, s in
+                   zip(jax.tree.leaves(p), jax.tree.leaves(target), jax.tree.leaves(scales)))
+
+    def meta_loss(theta):
+        tx = ha.hyperadam(0.05, theta)
+        params = jax.tree.map(jnp.zeros_like, target)
+        state = tx.init(params)
+        total = 0.0
+        for _ in range(6):
+            loss, g = jax.value_and_grad(loss_fn)(params)
+            total = total + loss
+            u, state = tx.update(g, state)
+            params = optax.apply_updates(params, u)
+        return total + loss_fn(params)
+
+    assert_grad_matches_finite_differences(meta_loss, theta, seed=12, min_abs=1e-4)
+
+
+def test_every_meta_parameter_gets_gradient_from_warm_start():
+    theta = ha.init_meta_params(jax.random.key(1), 8, "adam")
+    params = jnp.array([1.0, -2.0, 3.0, 0.5])
+
+    def meta_loss(theta):
+        tx = ha.hyperadam(0.1, theta)
+        p, state, total = params, tx.init(params), 0.0
+        for _ in range(5):
+            loss, g = jax.value_and_grad(lambda x: jnp.sum(x ** 4 + x ** 2))(p)
+            u, state = tx.update(g, state)
+            p = p + u
+            total = total + loss
+        return total
+
+    grad = jax.grad(meta_loss)(theta)
+    for name, g in grad._asdict().items():
+        assert float(jnp.max(jnp.abs(g))) > 0.0, name
+
+
+def test_state_holds_candidates_on_trailing_axis():
+    theta = ha.init_meta_params(jax.random.key(0), 7)
+    params = {"w": jnp.zeros((3, 5)), "b": jnp.zeros(())}
+    state = ha.scale_by_hyperadam(theta).init(params)
+    assert isinstance(state, ha.HyperAdamState)
+    for field in ("m", "v", "beta_hat", "gamma_hat", "h", "c"):
+        leaves = getattr(state, field)
+        assert leaves["w"].shape == (3, 5, 7) and leaves["b"].shape == (7,)
+    assert state.count.dtype == jnp.int32
