@@ -110,12 +110,11 @@ def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
         def leaf(g, h1, c1, h2, c2):
             cdt = compute_dtype([h1.dtype], mp)
             w = jax.tree.map(lambda x: x.astype(cdt), mp)
-            x = log_sign_preprocess(g.astype(cdt).reshape(-1), k)
+            x = log_sign_preprocess(g.astype(cdt), k)  # leaf-shaped: shardings are kept
             out, states = two_layer_lstm_output(
-                x, *(a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)), w)
+                x, *(a.astype(cdt) for a in (h1, c1, h2, c2)), w)
             d = -output_scale * out
-            return (d.reshape(g.shape).astype(g.dtype),
-                    *(a.reshape(h1.shape).astype(h1.dtype) for a in states))
+            return (d.astype(g.dtype), *(a.astype(h1.dtype) for a in states))
 
         d, *fields = map_leaves(leaf, 5, updates, *state[1:])
         return d, DMState(optax.safe_increment(state.count), *fields)

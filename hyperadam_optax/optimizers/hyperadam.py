@@ -29,6 +29,7 @@ from hyperadam_optax.optimizers.lstm import (
     lstm_step,
     sigmoid,
     split_columns,
+    trailing,
     truncated_normal,
 )
 from hyperadam_optax.optimizers.spec import OptimizerSpec, TrainingRecipe, require_meta_params
@@ -290,10 +291,6 @@ def _flat_leaves(updates, state: HyperAdamState):
     return grads, treedef, [treedef.flatten_up_to(x) for x in state[1:]]
 
 
-def _flat(x, j: int):
-    return x.reshape(-1, j)
-
-
 def scale_by_hyperadam(
     meta_params: HyperAdamParams,
     *,
@@ -359,45 +356,50 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c), and with
     ``internals=True`` also lists (β, γ, ρ) of shape ``leaf.shape + (J,)``."""
     j = mp.b_u.shape[0]
+    if not grads:  # e.g. optax.masked with every leaf masked out
+        return [[] for _ in range(10 if internals else 7)]
     state_dtypes = [m.dtype for m in ms]
     cdt = compute_dtype(state_dtypes, mp)
     mp = jax.tree.map(lambda x: x.astype(cdt), mp)
-    g = [x.astype(cdt).reshape(-1) for x in grads]
-    m, v, bh, gh, h, c = ([_flat(x.astype(cdt), j) for x in xs]
-                          for xs in (ms, vs, bhs, ghs, hs, cs))
+    # Every array keeps its leaf's shape (candidates or LSTM units on a trailing axis), so a
+    # sharded parameter's state and update keep its sharding on every axis.
+    g = [x.astype(cdt) for x in grads]
+    m, v, bh, gh, h, c = ([x.astype(cdt) for x in xs] for xs in (ms, vs, bhs, ghs, hs, cs))
 
-    def sum_sq(xs, axis=None):
-        return sum(jnp.sum(jnp.square(x), axis=axis) for x in xs)
+    def sum_sq(xs, keep_last: bool = False):
+        """Σ x² over every coordinate of every leaf (per trailing column if ``keep_last``)."""
+        return sum(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - keep_last))) for x in xs)
 
     # StateCell (line 8): global gradient normalisation, ELU preprocessing, LSTM.
     inv_gnorm = jax.lax.rsqrt(sum_sq(g) + NORM_EPS)
     lstm = [
-        lstm_step(jax.nn.elu((gi * inv_gnorm)[:, None] * mp.theta_p + mp.b_p[None, :]),
+        lstm_step(jax.nn.elu((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
+                             + trailing(mp.b_p, gi.ndim + 1)),
                   hi, ci, mp.theta_h, mp.b_h)
         for gi, hi, ci in zip(g, h, c)
     ]
     s = [hc[0] for hc in lstm]
 
     # AdamCell decay rates (Eq. 4-5) and WeightCell (Eq. 6). The column normalisation
-    # nrm(a) = a / ||a[:, j]|| is folded into the kernels' rows, and θ_u, θ_r, θ_q share
+    # nrm(a) = a / ||a[..., j]|| is folded into the kernels' rows, and θ_u, θ_r, θ_q share
     # two fused matmuls: m @ [θ_u|θ_r]_m and s @ [θ_u|θ_r|θ_q]_s.
-    rm = jax.lax.rsqrt(sum_sq(m, axis=0) + NORM_EPS)
-    rs = jax.lax.rsqrt(sum_sq(s, axis=0) + NORM_EPS)
+    rm = jax.lax.rsqrt(sum_sq(m, keep_last=True) + NORM_EPS)
+    rs = jax.lax.rsqrt(sum_sq(s, keep_last=True) + NORM_EPS)
     theta_ur = jnp.concatenate([mp.theta_u, mp.theta_r], axis=1)
     w_m = theta_ur[:j] * rm[:, None]
     w_s = jnp.concatenate([theta_ur[j:] * rs[:, None], mp.theta_q], axis=1)
-    b_s = jnp.concatenate([mp.b_u, mp.b_r, mp.b_q])[None, :]
+    b_s = jnp.concatenate([mp.b_u, mp.b_r, mp.b_q])
 
     out = [[] for _ in range(10 if internals else 7)]
     for idx, (gi, mi, vi, bhi, ghi, si, (_, ci)) in enumerate(zip(g, m, v, bh, gh, s, lstm)):
         pre_m = mi @ w_m
-        pre_s = si @ w_s + b_s
+        pre_s = si @ w_s + trailing(b_s, si.ndim)
         pm_beta, pm_gamma = split_columns(pre_m, 2)
         ps_beta, ps_gamma, ps_rho = split_columns(pre_s, 3)
         beta = sigmoid(pm_beta + ps_beta)
         gamma = sigmoid(pm_gamma + ps_gamma)
         rho = jax.nn.elu(ps_rho)
-        gcol = gi[:, None]
+        gcol = gi[..., None]
         # Moments and bias corrections from the RAW gradient (lines 11-14).
         mi = beta * mi + (1 - beta) * gcol
         vi = gamma * vi + (1 - gamma) * jnp.square(gcol)
@@ -406,13 +408,12 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
         # Candidates (lines 15-16) combined by the weight field (line 18).
         m_hat = (mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps)
         d = jnp.sum(rho * m_hat, axis=-1)
-        shape = grads[idx].shape
-        out[0].append(d.reshape(shape).astype(grads[idx].dtype))
+        out[0].append(d.astype(grads[idx].dtype))
         for k, x in enumerate((mi, vi, bhi, ghi, si, ci), start=1):
-            out[k].append(x.reshape(shape + (j,)).astype(state_dtypes[idx]))
+            out[k].append(x.astype(state_dtypes[idx]))
         if internals:
             for k, x in enumerate((beta, gamma, rho), start=7):
-                out[k].append(x.reshape(shape + (j,)))
+                out[k].append(x)
     return out
 
 

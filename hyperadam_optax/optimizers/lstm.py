@@ -51,6 +51,12 @@ def _split_columns_bwd(parts, _, cotangents):
 split_columns.defvjp(_split_columns_fwd, _split_columns_bwd)
 
 
+def trailing(v: jax.Array, ndim: int) -> jax.Array:
+    """``v`` of shape ``(k,)`` as ``(1, ..., 1, k)`` with ``ndim`` axes: an explicit broadcast
+    along a trailing axis (works under ``jax_numpy_rank_promotion="raise"``)."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
 def lstm_bias_init(hidden: int, forget_bias: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Gate biases of shape ``(4 * hidden,)``: zero except the forget gate.
 
@@ -74,17 +80,17 @@ def lstm_step(
     ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')``.
 
     Args:
-      x: inputs, shape ``(n, d_in)``.
-      h, c: hidden and cell state, shape ``(n, H)``.
+      x: inputs, shape ``(..., d_in)`` (any leading coordinate axes, e.g. a parameter's).
+      h, c: hidden and cell state, shape ``(..., H)``.
       kernel: shape ``(d_in + H, 4H)``; the concatenation ``[x, h]`` is never built,
         the kernel is split into its input and recurrent blocks instead.
       bias: shape ``(4H,)``.
 
     Returns:
-      ``(h', c')``, each of shape ``(n, H)``.
+      ``(h', c')``, each of shape ``(..., H)``.
     """
     d_in = x.shape[-1]
-    z = x @ kernel[:d_in] + h @ kernel[d_in:] + bias[None, :]
+    z = x @ kernel[:d_in] + h @ kernel[d_in:] + trailing(bias, x.ndim)
     i, g, f, o = split_columns(z, 4)
     c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
     h = sigmoid(o) * jnp.tanh(c)
@@ -95,11 +101,11 @@ def two_layer_lstm_output(x, h1, c1, h2, c2, w) -> tuple[jax.Array, tuple]:
     """RNNprop's and the DMoptimizer's shared core: two stacked LSTM layers and a dense output.
 
     ``w`` has fields ``theta_h1, b_h1, theta_h2, b_h2, theta_out, b_out``; states are
-    ``(n, H)``. Returns ``out`` of shape ``(n,)`` and the new ``(h1, c1, h2, c2)``.
+    ``(..., H)``. Returns ``out`` of shape ``(...)`` and the new ``(h1, c1, h2, c2)``.
     """
     h1, c1 = lstm_step(x, h1, c1, w.theta_h1, w.b_h1)
     h2, c2 = lstm_step(h1, h2, c2, w.theta_h2, w.b_h2)
-    return (h2 @ w.theta_out)[:, 0] + w.b_out[0], (h1, c1, h2, c2)
+    return (h2 @ w.theta_out)[..., 0] + w.b_out[0], (h1, c1, h2, c2)
 
 
 def init_two_layer_lstm_output(keys, n_in: int, hidden: int, init: str, dtype) -> dict:

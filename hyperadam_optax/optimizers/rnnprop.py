@@ -19,6 +19,7 @@ from hyperadam_optax.optimizers.coordinatewise import (
 )
 from hyperadam_optax.optimizers.lstm import (
     init_two_layer_lstm_output,
+    trailing,
     truncated_normal,
     two_layer_lstm_output,
 )
@@ -107,19 +108,18 @@ def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float 
             cdt = compute_dtype([m.dtype], mp)
             w = jax.tree.map(lambda x: x.astype(cdt), mp)
             t = count.astype(cdt)
-            gf = g.astype(cdt).reshape(-1)
-            m_new = b1 * m.astype(cdt).reshape(-1) + (1 - b1) * gf
-            v_new = b2 * v.astype(cdt).reshape(-1) + (1 - b2) * jnp.square(gf)
+            gf = g.astype(cdt)  # leaf-shaped throughout: shardings are kept
+            m_new = b1 * m.astype(cdt) + (1 - b1) * gf
+            v_new = b2 * v.astype(cdt) + (1 - b2) * jnp.square(gf)
             sv = jnp.sqrt(v_new / (1 - b2**t)) + eps
             inputs = jnp.stack([gf / sv, (m_new / (1 - b1**t)) / sv], axis=-1)
-            x = jax.nn.elu(inputs @ w.theta_in + w.b_in[None, :])
+            x = jax.nn.elu(inputs @ w.theta_in + trailing(w.b_in, inputs.ndim))
             out, states = two_layer_lstm_output(
-                x, *(a.astype(cdt).reshape(-1, hidden) for a in (h1, c1, h2, c2)), w)
+                x, *(a.astype(cdt) for a in (h1, c1, h2, c2)), w)
             d = output_scale * jnp.tanh(out)
             sd = m.dtype
-            return (d.reshape(g.shape).astype(g.dtype), m_new.reshape(g.shape).astype(sd),
-                    v_new.reshape(g.shape).astype(sd),
-                    *(a.reshape(h1.shape).astype(sd) for a in states))
+            return (d.astype(g.dtype), m_new.astype(sd), v_new.astype(sd),
+                    *(a.astype(sd) for a in states))
 
         d, *fields = map_leaves(leaf, 7, updates, *state[1:])
         return d, RNNpropState(count, *fields)

@@ -160,6 +160,22 @@ def test_masked(make_tx):
     np.testing.assert_allclose(u["w"], u_w["w"], rtol=1e-6)
 
 
+def test_no_parameters(make_tx):
+    """An empty set of parameters is a no-op, as for optax.adam: ``{}``, ``optax.masked``
+    with every leaf masked out, a ``partition`` group that gets no leaves."""
+    p, g = _params(), _grads()
+    tx = make_tx(0.01)
+    u, _ = jax.jit(tx.update)({}, tx.init({}))
+    assert u == {}
+    masked = optax.masked(make_tx(0.01), {"w": False, "b": False})
+    u, _ = jax.jit(masked.update)(g, masked.init(p), p)
+    _assert_trees_close(u, g, rtol=0, atol=0)  # masked-out leaves pass through
+    parts = optax.partition({"learned": make_tx(0.01), "sgd": optax.sgd(0.1)},
+                            {"w": "sgd", "b": "sgd"})
+    u, _ = jax.jit(parts.update)(g, parts.init(p), p)
+    _assert_trees_close(u, jax.tree.map(lambda x: -0.1 * x, g))
+
+
 def test_multi_steps(make_tx):
     p = _params()
     g1, g2 = _grads(1.0), _grads(-0.3)

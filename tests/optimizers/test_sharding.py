@@ -1,0 +1,62 @@
+"""Every learned optimizer of the registry on parameters sharded over 8 forced CPU devices:
+on Auto and Explicit mesh axes, with the sharded axis at every position, the updates equal
+the unsharded ones and the updates and state keep the parameter's sharding."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from hyperadam_optax.optimizers import OPTIMIZERS
+    assert jax.device_count() == 8, jax.devices()
+    kind = getattr(AxisType, sys.argv[1])
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(kind,))
+    for name, spec in OPTIMIZERS.items():
+        tx = spec.make(spec.default_learning_rate, spec.init_meta_params(jax.random.key(0)))
+        for pos in range(3):
+            shape, axes = [2, 3, 4], [None, None, None]
+            shape[pos], axes[pos] = 8, "x"
+            params = {"w": jax.random.normal(jax.random.key(1), tuple(shape)),
+                      "b": jnp.linspace(-1.0, 1.0, 5)}
+            grads = [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params)
+                     for i in range(3)]
+
+            def run(params, grads):
+                state, step, outs = tx.init(params), jax.jit(tx.update), []
+                for g in grads:
+                    u, state = step(g, state, params)
+                    outs.append(u)
+                return outs, state
+
+            ref, _ = run(params, grads)
+            with jax.set_mesh(mesh):
+                shard = {"w": NamedSharding(mesh, P(*axes)), "b": NamedSharding(mesh, P())}
+                got, state = run(jax.device_put(params, shard),
+                                 [jax.device_put(g, shard) for g in grads])
+            for a, b in zip(ref, got):
+                jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7),
+                             a, b)
+            assert got[-1]["w"].sharding.spec[pos] == "x", (name, pos, got[-1]["w"].sharding)
+            for field in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, dict)):
+                if isinstance(field, dict) and "w" in field:
+                    spec_w = field["w"].sharding.spec
+                    assert len(spec_w) > pos and spec_w[pos] == "x", (name, pos, spec_w)
+                    assert all(a is None for i, a in enumerate(spec_w) if i != pos), spec_w
+    print("SHARDED_OK")
+""")
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_sharded_updates_equal_unsharded_and_keep_the_sharding(axis_type):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, axis_type], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SHARDED_OK" in out.stdout
