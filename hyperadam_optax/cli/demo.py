@@ -79,6 +79,11 @@ def loss_table(curves: dict[str, np.ndarray]) -> str:
                          if len(window) > 1 else f"{window.mean():.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     note = "(mean over runs of the minibatch loss averaged over the 10 steps up to each mark)"
+    diverged = [f"{label}: {n} of {len(c)} runs" for label, c in curves.items()
+                if (n := int(np.sum(~np.isfinite(c[:, -1]) | (c[:, -10:].mean(axis=1) > c[:, 0]))))]
+    if diverged:
+        note += ("\nDIVERGED (loss not finite, or its last 10 steps above its first): "
+                 + "; ".join(diverged))
     return "\n".join([*lines, note])
 
 

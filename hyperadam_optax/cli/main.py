@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _positive_int(text: str) -> int:
@@ -14,8 +15,15 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {text}")
     return value
 
 
@@ -50,7 +58,7 @@ def _add_demo(sub) -> None:
     demo.add_argument("--steps", type=_positive_int, default=200)
     demo.add_argument("--runs", type=_positive_int, default=10,
                       help="independent runs (seeds) per optimizer, vmapped")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--hyperadam-lr", type=_positive_float, default=0.005)
     demo.add_argument("--adam-lr", type=_positive_float, default=ADAM_LR)
     demo.add_argument("--out", default="demo.png", help="loss-curve PNG ('' for none)")
@@ -83,7 +91,9 @@ def _add_meta_train(sub) -> None:
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
                     help="tasks vmapped together, chunks run one after another (a divisor of "
-                         "--num-tasks); default: 1 on one CPU device, else all")
+                         "--num-tasks); default: 1 on one CPU device, else all. It is not part "
+                         "of the run's identity: a run resumed with another chunk continues "
+                         "equal up to float rounding, not bit-for-bit")
     mt.add_argument("--meta-steps", type=_positive_int, default=1000)
     mt.add_argument("--meta-lr", type=_positive_float, default=None,
                     help="outer Adam rate; default: the optimizer's paper's (1e-4; DM 1e-3)")
@@ -97,7 +107,7 @@ def _add_meta_train(sub) -> None:
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
-    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--seed", type=_seed, default=0)
     mt.add_argument("--out-dir", default="runs/meta-train")
     mt.add_argument("--data-dir", default=None,
                     help="directory with full MNIST (mnist.npz or IDX files); default: embedded")
@@ -124,7 +134,7 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--steps", type=_positive_int, default=100)
     ev.add_argument("--tune-runs", type=_positive_int, default=10,
                     help="runs per learning rate when tuning a baseline (separate seeds)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--out-dir", default="runs/evaluation")
     ev.add_argument("--cache", default=None,
                     help="tuning cache (JSON); default: OUT_DIR/tuning_cache.json")
@@ -146,12 +156,14 @@ def _evaluate(args) -> None:
     import time
 
     from hyperadam_optax.evaluation import SUITES, evaluate_suite, markdown_table, save_evaluation
+    from hyperadam_optax.io import ensure_writable_dir
     from hyperadam_optax.tasks.data import mnist_data
 
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     for suite in suites:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; expected one of {tuple(SUITES)} or 'all'")
+    ensure_writable_dir(args.out_dir)  # before any computing: results must have a home
     cache = args.cache or f"{args.out_dir}/tuning_cache.json"
     data = test_data = None
     if args.data_dir:

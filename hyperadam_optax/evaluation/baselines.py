@@ -44,6 +44,23 @@ def _injected(name: str):
         learning_rate=lr)
 
 
+def read_tuning_cache(path: str) -> dict:
+    """The tuning cache at ``path``: ``{key: {"learning_rate": rate, "scores": ...}}``;
+    ``ValueError`` naming the file if it is not."""
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tuning cache {path} is not readable JSON ({e}); remove it to tune "
+                         "again") from None
+    if not isinstance(cache, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("learning_rate"), (int, float))
+            and v["learning_rate"] > 0 for v in cache.values()):
+        raise ValueError(f"tuning cache {path} is not a cache written by tune_learning_rate "
+                         '(expected {key: {"learning_rate": rate, ...}}); remove it to tune again')
+    return cache
+
+
 def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, seed: int,
                        grid=LR_GRID, cache_path: str | None = None, max_extend: int = 8) -> float:
     """The rate with the lowest mean protocol loss on tuning seeds (cached on disk).
@@ -55,12 +72,9 @@ def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, 
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
     key = f"{name}|{family.name}|steps={steps}|runs={runs}|seed={seed}|grid={list(grid)}"
-    cache = {}
-    if cache_path and os.path.exists(cache_path):
-        with open(cache_path) as f:
-            cache = json.load(f)
-        if key in cache:
-            return float(cache[key]["learning_rate"])
+    cache = read_tuning_cache(cache_path) if cache_path and os.path.exists(cache_path) else {}
+    if key in cache:
+        return float(cache[key]["learning_rate"])
 
     def score(rates):
         results = run_protocol(_injected(name), family, steps=steps, runs=runs,

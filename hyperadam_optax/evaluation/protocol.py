@@ -33,6 +33,15 @@ class RunResult:
         return float(np.mean(self.final_loss))
 
     @property
+    def diverged(self) -> int:
+        """Runs whose final loss is not finite or above their first minibatch loss (0 when
+        the curves were not kept)."""
+        if self.curve.size == 0:
+            return 0
+        start = self.curve[:, 0]
+        return int(np.sum(~np.isfinite(self.final_loss) | (self.final_loss > start)))
+
+    @property
     def stderr(self) -> float:
         n = len(self.final_loss)
         return float(np.std(self.final_loss, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")

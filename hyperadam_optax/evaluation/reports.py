@@ -38,6 +38,12 @@ def markdown_table(evaluated: dict) -> str:
                 diff, se = paired_difference(results[t][label], results[t][best])
                 cells.append(f"{diff:+.4f} ± {se:.4f} vs {best}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    diverged = [f"{label} on {t} ({results[t][label].diverged} of "
+                f"{len(results[t][label].final_loss)} runs)"
+                for t in task_names for label in labels if results[t][label].diverged]
+    if diverged:
+        lines += ["", "**Diverged** (final loss not finite or above the run's first minibatch "
+                  "loss): " + "; ".join(diverged) + "."]
     if "test" in evaluated:
         lines += ["", "Held-out images: cross-entropy / top-1 / top-2 accuracy of the final "
                   "parameters (mean ± s.e.):", "",

@@ -7,6 +7,7 @@ an optimizer is named as on the command line (:func:`parse_optimizer`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -67,8 +68,15 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
             raise ValueError(f"{text!r}: a baseline takes '@rate', not ':'")
         return EvaluatedOptimizer(label=name, baseline=name)
     if "@" in name and name.split("@")[0] in BASELINES:
-        base, rate = name.split("@")
-        return EvaluatedOptimizer(label=name, baseline=base, lr=float(rate))
+        base, _, rate = name.partition("@")
+        try:
+            lr = float(rate)
+        except ValueError:
+            lr = float("nan")
+        if arg or not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"{text!r}: expected BASELINE@RATE with one positive finite rate, "
+                             f"e.g. {base}@0.01")
+        return EvaluatedOptimizer(label=name, baseline=base, lr=lr)
     try:
         spec = registry.get_optimizer(name)
     except ValueError:
@@ -81,6 +89,9 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
         theta = spec.init_meta_params(jax.random.key(0), 20, "adam")
     else:
         theta = load_meta_params(arg)
+        if not isinstance(theta, spec.params_type):
+            raise ValueError(f"{arg} holds {type(theta).__name__}, not the "
+                             f"{spec.params_type.__name__} of {spec.name}")
     return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta))
 
 
@@ -108,6 +119,8 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
     the held-out ones used only by the generalisation suite. ``tasks``: a subset of the
     suite's task names (default: all).
     """
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
     unknown = sorted(set(tasks or ()) - set(_suite(suite)))
     if unknown:
         raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "

@@ -2,6 +2,7 @@
 
 from hyperadam_optax.io.files import (
     atomic_write,
+    ensure_writable_dir,
     load_meta_params,
     load_pytree,
     meta_params_from_checkpoint,
@@ -16,6 +17,7 @@ from hyperadam_optax.io.pretrained import (
     pretrained_card,
 )
 
-__all__ = ["PRETRAINED", "PretrainedWeightsUnavailableError", "atomic_write", "load_meta_params",
-           "load_pretrained", "load_pytree", "meta_params_from_checkpoint", "pretrained_card",
-           "read_leaves", "save_meta_params", "save_pytree"]
+__all__ = ["PRETRAINED", "PretrainedWeightsUnavailableError", "atomic_write",
+           "ensure_writable_dir", "load_meta_params", "load_pretrained", "load_pytree",
+           "meta_params_from_checkpoint", "pretrained_card", "read_leaves", "save_meta_params",
+           "save_pytree"]

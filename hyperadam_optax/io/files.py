@@ -49,6 +49,17 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def ensure_writable_dir(path: str | os.PathLike, what: str = "--out-dir") -> None:
+    """Create ``path`` if needed and check a file can be written in it, before any work whose
+    results would go there; ``ValueError`` naming ``what`` otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {os.fspath(path)!r} is not a writable directory: {e}") from None
+
+
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """The one writer: ``arrays`` to an uncompressed ``.npz`` at ``path``, atomically."""
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -60,9 +71,14 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     ``ValueError("{path} is not a readable {what} ...")`` for a missing or corrupt file.
     """
     try:
-        # The file is opened here so that it is closed even when np.load fails.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+                found = "a .npy array" if magic == b"\x93NUM" else "not a zip archive"
+                raise ValueError(f"expected an .npz (zip) archive, found {found}")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{path} is not a readable {what}: {e}") from e
 
@@ -111,6 +127,9 @@ def load_meta_params(path: str | os.PathLike, *, with_metadata: bool = False):
             f"  found shapes:    {found}\n  found dtypes:    "
             f"{ {k: str(v.dtype) for k, v in arrays.items()} }"
         )
+    bad = sorted(k for k, v in arrays.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise ValueError(f"{path}: fields {bad} of {kind} hold NaN or infinite values")
     cls = spec.params_type
     meta_params = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields})
     return (meta_params, metadata) if with_metadata else meta_params

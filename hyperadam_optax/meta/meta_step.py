@@ -23,7 +23,7 @@ import optax
 
 from hyperadam_optax.meta.learned import LearnedOptimizer
 from hyperadam_optax.meta.sharding import cpu_compiler_options, resolve_task_chunk, shard_meta_state
-from hyperadam_optax.meta.unroll import final_loss, unroll
+from hyperadam_optax.meta.unroll import final_loss, flat_leaves, unroll
 from hyperadam_optax.tasks.base import TaskFamily
 
 PyTree = Any
@@ -85,8 +85,9 @@ class MetaTrainConfig:
                              f"({self.unroll})")
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
-        if self.meta_lr is not None and not self.meta_lr > 0:
-            raise ValueError(f"meta_lr must be positive, got {self.meta_lr!r}")
+        if self.meta_lr is not None and not 0 < self.meta_lr <= 1:
+            raise ValueError(f"meta_lr must be in (0, 1] (the outer Adam's step), got "
+                             f"{self.meta_lr!r}")
         if self.cosine_decay_steps is not None and (
                 not isinstance(self.cosine_decay_steps, int) or self.cosine_decay_steps < 1):
             raise ValueError("cosine_decay_steps must be None or a positive int, got "
@@ -131,7 +132,7 @@ def _fresh_slot(optimizer, family, meta_params, key, step):
     k_task, k_init, k_next = jax.random.split(key, 3)
     task = family.sample_task(k_task)
     params = family.init(k_init, task)
-    opt_state = optimizer.make(meta_params).init(params)
+    opt_state = flat_leaves(optimizer.make(meta_params)).init(params)
     return TaskSlot(task, params, opt_state, jnp.asarray(step, jnp.int32),
                     jnp.asarray(jnp.nan, jnp.float32), k_next)
 
@@ -182,7 +183,7 @@ def truncated_unroll(optimizer: LearnedOptimizer, family: TaskFamily, config: Me
     returned slot's parameters and optimizer state are cut from the gradient (truncated
     BPTT); its trajectory is restarted on a new task when it ends or became non-finite.
     """
-    tx = optimizer.make(meta_params)
+    tx = flat_leaves(optimizer.make(meta_params))
     keys = jax.random.split(slot.key, config.unroll + 2)
     (params, opt_state), losses = unroll(tx, family, slot.task, slot.params, slot.opt_state,
                                          keys[: config.unroll],

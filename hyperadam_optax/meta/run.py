@@ -13,6 +13,7 @@ Layout of ``out_dir`` (:class:`RunFiles`)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -25,7 +26,18 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from hyperadam_optax.io.files import atomic_write, load_pytree, save_meta_params, save_pytree
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there take no lock
+    fcntl = None
+
+from hyperadam_optax.io.files import (
+    atomic_write,
+    load_pytree,
+    read_leaves,
+    save_meta_params,
+    save_pytree,
+)
 from hyperadam_optax.meta.learned import LearnedOptimizer, learned_optimizer
 from hyperadam_optax.meta.meta_step import MetaTrainConfig, init_meta_state, make_meta_step
 from hyperadam_optax.meta.sharding import shard_meta_state
@@ -86,13 +98,15 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
                data: str, warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
                warm_start_decay: tuple[float, float] | None = None,
-               validation_metric: str = "mean") -> dict:
-    """The fields that define a run: resuming with any of them changed is refused.
+               validation_metric: str = "mean", validation_tasks: int = 4) -> dict:
+    """The fields that define a run: resuming with any of them changed is refused (the
+    validation tasks too: "best" compares losses measured on the same tasks).
 
-    ``task_chunk`` is left out: it only schedules the same computation (runs written before
-    it existed resume, and a run may resume on other hardware). ``validation_metric`` is
-    recorded only when it is not the default ``"mean"``, so runs written before it existed
-    resume; so are ``warm_start_betas`` and ``warm_start_decay`` only when given."""
+    ``task_chunk`` is left out: it only schedules the same computation, so a run may resume
+    on other hardware; the sums over slots then run in another order, so a run resumed with
+    another ``task_chunk`` is equal to an uninterrupted one up to float rounding, not
+    bit-for-bit. ``validation_metric`` is recorded only when it is not the default
+    ``"mean"``; so are ``warm_start_betas`` and ``warm_start_decay`` only when given."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"}
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
     if warm_start_betas is not None:
@@ -100,21 +114,36 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
     if warm_start_decay is not None:
         extra["warm_start_decay"] = list(warm_start_decay)
     return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
-            "seed": seed, "data": data, **fields, **extra}
+            "seed": seed, "data": data, **fields, "validation_tasks": validation_tasks, **extra}
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` (a line cut by a kill ends the list)."""
+def read_metrics(path: str, log=None) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl``. A line that is not a JSON object (cut by a
+    kill, or corrupted) is skipped, and ``log`` is told which; the rows after it are kept."""
     if not os.path.exists(path):
         return []
-    rows = []
+    rows, bad = [], []
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a line cut by a kill: drop it and everything after
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+            elif line.strip():
+                bad.append(number)
+    if bad and log is not None:
+        log(f"warning: skipped unreadable lines {bad} of {path}")
     return rows
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e}); restore or remove it") from None
 
 
 def _write_json(path: str, obj) -> None:
@@ -122,12 +151,45 @@ def _write_json(path: str, obj) -> None:
     atomic_write(path, lambda f: f.write(text))
 
 
+class RunDirLockedError(FileExistsError):
+    """Another process is meta-training into the same ``out_dir``."""
+
+
+@contextlib.contextmanager
+def locked_run_dir(out_dir: str):
+    """Hold an exclusive lock on ``out_dir`` (``out_dir/.lock``) for a run's whole life.
+
+    A second run into the same directory is refused at once, naming the holder's pid. The
+    lock is the operating system's (``fcntl.flock``), so a killed process never leaves a
+    stale lock behind. (Without ``fcntl``, e.g. on Windows, no lock is taken.)
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd = os.open(os.path.join(out_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ValueError(f"--out-dir {out_dir!r} is not a writable directory: {e}") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise RunDirLockedError(
+                    f"{out_dir} is in use by another meta-train process (pid {holder}); wait "
+                    "for it to finish or choose another --out-dir (nothing was changed)"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def claim_run_dir(files: RunFiles, identity: dict, resume: bool) -> None:
     """Write ``config.json``; refuse a used directory without ``resume``, or a different
     configuration with it (nothing is changed then)."""
-    if os.path.exists(files.config):
-        with open(files.config) as f:
-            existing = json.load(f)
+    existing = _read_json(files.config) if os.path.exists(files.config) else None
+    if existing is not None:
         if not resume:
             raise FileExistsError(f"{files.out_dir} already holds a meta-training run; pass "
                                   "--resume to continue it or choose another --out-dir (nothing "
@@ -143,35 +205,88 @@ def claim_run_dir(files: RunFiles, identity: dict, resume: bool) -> None:
     _write_json(files.config, identity)
 
 
+def remove_partial_files(files: RunFiles) -> list[str]:
+    """Delete the temporary files a kill left mid-write (``.tmp-*``; every finished file was
+    renamed into place). Only safe while holding the run directory's lock."""
+    removed = []
+    for directory in (files.out_dir, files.checkpoints):
+        for path in glob.glob(os.path.join(directory, ".tmp-*")):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
 @dataclasses.dataclass
 class RunProgress:
     """Where a run stands: the meta-state, its step, the metric rows and the best checkpoint."""
 
     state: object
     start: int = 0
+    restored: bool = False
     history: list = dataclasses.field(default_factory=list)
     best: dict = dataclasses.field(
         default_factory=lambda: {"validation_loss": float("inf"), "step": None})
 
 
-def restore(files: RunFiles, state, resume: bool, log) -> RunProgress:
-    """The progress to continue from: the latest checkpoint with its metric rows and best
-    validation (``resume``), else ``state`` at step 0. Rewrites ``metrics.jsonl`` to the kept
-    rows."""
-    steps = files.checkpoint_steps()
+def _load_latest_checkpoint(files: RunFiles, template, log) -> tuple[int, object] | None:
+    """The newest intact checkpoint ``(step, state)``; a corrupt one is skipped with a
+    warning (the one before it is used)."""
+    for step in reversed(files.checkpoint_steps()):
+        try:
+            return step, load_pytree(files.checkpoint(step), template)
+        except ValueError as e:
+            log(f"warning: skipping unreadable checkpoint {files.checkpoint(step)} ({e}); "
+                "falling back to the one before it")
+    return None
+
+
+def _repair_best(files: RunFiles, progress: RunProgress, identity: dict, log) -> None:
+    """Make ``best.npz`` and ``best_meta_params.npz`` the checkpoint of the best validation
+    row on disk (a kill between writing ``ckpt_N`` and copying it to ``best.npz`` leaves an
+    older best behind)."""
+    step = progress.best["step"]
+    if step is None or not os.path.exists(files.checkpoint(step)):
+        return
+    try:
+        best_step = int(read_leaves(files.best_checkpoint)[".step"])
+    except (ValueError, KeyError):
+        best_step = None
+    if best_step != step:
+        log(f"repairing {files.best_checkpoint}: it held meta-step {best_step}, the best "
+            f"validation is at meta-step {step}")
+        state = load_pytree(files.checkpoint(step), progress.state)
+        _write_best(files, files.checkpoint(step), state, step,
+                    progress.best["validation_loss"], identity)
+
+
+def restore(files: RunFiles, state, resume: bool, identity: dict, log) -> RunProgress:
+    """The progress to continue from: the latest intact checkpoint with its metric rows and
+    best validation (``resume``; best files repaired if a kill left them stale), else
+    ``state`` at step 0. Rewrites ``metrics.jsonl`` to the kept rows."""
     progress = RunProgress(state)
-    if resume and steps:
-        progress.start = steps[-1]
-        progress.state = shard_meta_state(load_pytree(files.checkpoint(progress.start), state))
-        progress.history = [r for r in read_metrics(files.metrics) if r["step"] <= progress.start]
+    latest = _load_latest_checkpoint(files, state, log) if resume else None
+    if latest is not None:
+        progress.start, loaded = latest
+        progress.state, progress.restored = shard_meta_state(loaded), True
+        progress.history = [r for r in read_metrics(files.metrics, log)
+                            if r["step"] <= progress.start]
         vals = [r for r in progress.history if "validation_loss" in r]
         if vals:
             b = min(vals, key=lambda r: r["validation_loss"])
             progress.best = {"validation_loss": b["validation_loss"], "step": b["step"]}
+        _repair_best(files, progress, identity, log)
         log(f"resuming {files.out_dir} from meta-step {progress.start}")
     lines = "".join(json.dumps(r) + "\n" for r in progress.history).encode()
     atomic_write(files.metrics, lambda f: f.write(lines))
     return progress
+
+
+def _write_best(files: RunFiles, checkpoint: str, state, step: int, validation_loss: float,
+                identity: dict) -> None:
+    with open(checkpoint, "rb") as src:
+        atomic_write(files.best_checkpoint, lambda f: shutil.copyfileobj(src, f))
+    save_meta_params(files.best_meta_params, state.meta_params,
+                     {"step": step, "validation_loss": validation_loss, **identity})
 
 
 def save_checkpoint(files: RunFiles, progress: RunProgress, step: int, validation_loss: float,
@@ -182,10 +297,7 @@ def save_checkpoint(files: RunFiles, progress: RunProgress, step: int, validatio
     save_pytree(path, progress.state)
     if validation_loss < progress.best["validation_loss"]:
         progress.best.update(validation_loss=validation_loss, step=step)
-        with open(path, "rb") as src:
-            atomic_write(files.best_checkpoint, lambda f: shutil.copyfileobj(src, f))
-        save_meta_params(files.best_meta_params, progress.state.meta_params,
-                         {"step": step, "validation_loss": validation_loss, **identity})
+        _write_best(files, path, progress.state, step, validation_loss, identity)
     for old in files.checkpoint_steps()[:-keep]:
         os.unlink(files.checkpoint(old))
 
@@ -206,8 +318,7 @@ def _previous_commands(files: RunFiles, start: int) -> list:
     """Every command that contributed meta-steps to this run so far, in order."""
     if start == 0 or not os.path.exists(files.card):
         return []
-    with open(files.card) as f:
-        previous = json.load(f)
+    previous = _read_json(files.card)
     return previous.get("commands", [previous.get("command")])
 
 
@@ -275,21 +386,51 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     data, data_desc = task_data(task, data_dir)
     family = get_task(task).build(data)
     identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
-                          data=data_desc, **warm, validation_metric=validation_metric)
-    files = RunFiles(out_dir)
-    claim_run_dir(files, identity, resume)
+                          data=data_desc, **warm, validation_metric=validation_metric,
+                          validation_tasks=validation_tasks)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
+    with locked_run_dir(out_dir):
+        return _run_locked(RunFiles(out_dir), learned, family, config, identity,
+                           resume=resume, seed=seed, meta_steps=meta_steps,
+                           checkpoint_every=checkpoint_every, keep=keep,
+                           validation_tasks=validation_tasks,
+                           validation_metric=validation_metric, progress=progress,
+                           command=command, log=log)
 
+
+def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: MetaTrainConfig,
+                identity: dict, *, resume: bool, seed: int, meta_steps: int,
+                checkpoint_every: int, keep: int, validation_tasks: int, validation_metric: str,
+                progress: bool, command: str | None, log) -> dict:
+    """:func:`meta_train` once it holds the run directory's lock."""
+    claim_run_dir(files, identity, resume)
+    for path in remove_partial_files(files):
+        log(f"removed {path}, a file a killed run left half-written")
     run = restore(files, init_meta_state(jax.random.PRNGKey(seed), learned, family, config),
-                  resume, log)
+                  resume, identity, log)
+    if run.start >= meta_steps:
+        raise ValueError(f"{files.out_dir} is already at meta-step {run.start}; ask for more "
+                         f"than --meta-steps {meta_steps} to continue it (nothing was changed)")
     meta_step = make_meta_step(learned, family, config)
     evaluate = make_evaluator(learned, family, num_tasks=validation_tasks,
                               steps=config.trajectory, seed=VALIDATION_SEED,
                               metric=validation_metric)
     commands = [*_previous_commands(files, run.start), command]
+
+    def write_card(step: int, wall: float, status: str) -> dict:
+        card = _card(run, identity, commands, meta_steps=step, wall=wall, seed=seed,
+                     status=status)
+        _write_json(files.card, card)
+        return card
+
+    write_card(run.start, _wall_before(run), "running")  # the command survives a kill
     wall = _train_loop(files, run, meta_step, evaluate, identity, meta_steps=meta_steps,
                        checkpoint_every=checkpoint_every, keep=keep,
-                       bar=_progress_bar(progress, meta_steps, run.start, learned.name, log))
-    card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed)
+                       bar=_progress_bar(progress, meta_steps, run.start, learned.name, log),
+                       on_checkpoint=lambda step, wall: write_card(step, wall, "running"))
+    card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed,
+                 status="finished")
     save_meta_params(files.meta_params, run.state.meta_params, card)
     _write_json(files.card, card)
     try:
@@ -297,39 +438,48 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     except ModuleNotFoundError:
         log("matplotlib is not installed: no meta_loss.png (pip install 'hyperadam-optax[plot]')")
     log(f"done: {meta_steps} meta-steps, final validation loss {card['final_validation_loss']:.4f}, "
-        f"best {run.best['validation_loss']:.4f} at step {run.best['step']}; results in {out_dir}")
+        f"best {run.best['validation_loss']:.4f} at step {run.best['step']}; results in "
+        f"{files.out_dir}")
     return card
 
 
 def _card(run: RunProgress, identity: dict, commands: list, *, meta_steps: int, wall: float,
-          seed: int) -> dict:
-    """How the run's meta-parameters were made: commands, config, steps, wall time, seed,
+          seed: int, status: str) -> dict:
+    """How the run's meta-parameters were made: commands, config, meta-steps done, status
+    (``running`` until the last checkpoint is written, then ``finished``), wall time, seed,
     commit, best and final validation, JAX version and devices."""
+    vals = [r["validation_loss"] for r in run.history if "validation_loss" in r]
     return {
         "command": commands[-1],
         "commands": commands,
         "config": identity,
         "meta_steps": meta_steps,
+        "status": status,
         "skipped_meta_steps": int(run.state.skipped),
         "wall_time_s": round(wall, 1),
         "seed": seed,
         "commit": _git_commit(),
         "best": run.best,
-        "final_validation_loss": next(r["validation_loss"] for r in reversed(run.history)
-                                      if "validation_loss" in r),
+        "final_validation_loss": vals[-1] if vals else None,
         "jax": jax.__version__,
         "devices": [str(d) for d in jax.devices()],
     }
 
 
+def _wall_before(run: RunProgress) -> float:
+    """Wall time of the meta-steps done before this process (0 for a new run)."""
+    return max([r.get("wall_s", 0.0) for r in run.history] or [0.0])
+
+
 def _train_loop(files: RunFiles, run: RunProgress, meta_step: Callable, evaluate: Callable,
                 identity: dict, *, meta_steps: int, checkpoint_every: int, keep: int,
-                bar) -> float:
+                bar, on_checkpoint: Callable[[int, float], object]) -> float:
     """Meta-steps ``run.start + 1 .. meta_steps``, a JSONL row each, a validation row and a
-    checkpoint every ``checkpoint_every`` steps and at the end (and at step 0 of a new run).
-    Returns the run's total wall time (earlier sessions included)."""
+    checkpoint every ``checkpoint_every`` steps and at the end (and at step 0 of a new run),
+    ``on_checkpoint(step, wall)`` after each. Returns the run's total wall time (earlier
+    sessions included)."""
     t_start = time.perf_counter()
-    wall_before = max([r.get("wall_s", 0.0) for r in run.history] or [0.0])
+    wall_before = _wall_before(run)
     with open(files.metrics, "a") as metrics_file:
         def append(row):
             run.history.append(row)
@@ -340,9 +490,10 @@ def _train_loop(files: RunFiles, run: RunProgress, meta_step: Callable, evaluate
             val = float(evaluate(run.state.meta_params))
             append({"step": step, "validation_loss": val})
             save_checkpoint(files, run, step, val, identity, keep)
+            on_checkpoint(step, wall_before + time.perf_counter() - t_start)
             return val
 
-        if run.start == 0:
+        if not run.restored:
             validate_and_checkpoint(0)
         t_last = time.perf_counter()
         for step in range(run.start + 1, meta_steps + 1):

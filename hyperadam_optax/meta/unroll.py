@@ -22,6 +22,27 @@ PyTree = Any
 Observer = Callable[[PyTree, PyTree, PyTree], PyTree]
 
 
+def flat_leaves(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``tx`` seeing every parameter leaf as a vector (updates reshaped back).
+
+    For a coordinatewise learned optimizer the result is the same, and its per-coordinate
+    matmuls get 2-D operands, whose backward pass XLA:CPU runs about 1.5x faster than with a
+    leaf's own shape (``benchmarks/meta_step.py``). Meta-training uses it: there the optimizee
+    parameters are never sharded (the task slots are), so nothing is lost by flattening.
+    """
+
+    def init(params):
+        return tx.init(jax.tree.map(jnp.ravel, params))
+
+    def update(updates, state, params=None, **extra_args):
+        flat = jax.tree.map(jnp.ravel, updates)
+        flat_params = None if params is None else jax.tree.map(jnp.ravel, params)
+        new, state = tx.update(flat, state, flat_params, **extra_args)
+        return jax.tree.map(lambda u, g: u.reshape(g.shape), new, updates), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
 def optimizee_step(tx: optax.GradientTransformation, family: TaskFamily, task: PyTree, *,
                    first_order: bool = False, observe: Observer | None = None):
     """``step((params, opt_state), key) -> ((params, opt_state), out)`` for ``lax.scan``.

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from hyperadam_optax.meta.learned import LearnedOptimizer
-from hyperadam_optax.meta.unroll import final_loss, train
+from hyperadam_optax.meta.unroll import final_loss, flat_leaves, train
 from hyperadam_optax.tasks.base import TaskFamily
 
 PyTree = Any
@@ -34,7 +34,8 @@ def make_evaluator(optimizer: LearnedOptimizer, family: TaskFamily, *, num_tasks
     keys = jax.random.split(jax.random.PRNGKey(seed), num_tasks)
 
     def run(meta_params, key):
-        losses, final, task, step_keys = train(optimizer.make(meta_params), family, key, steps)
+        losses, final, task, step_keys = train(flat_leaves(optimizer.make(meta_params)),
+                                               family, key, steps)
         if metric == "final":
             return final_loss(family, final, task, step_keys)
         return jnp.mean(losses)

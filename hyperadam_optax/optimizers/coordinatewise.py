@@ -11,7 +11,11 @@ import jax.numpy as jnp
 def state_dtype_for(p, state_dtype: Any = None):
     """The state's dtype for param ``p``: ``state_dtype``, else ``p``'s promoted to >= float32."""
     if state_dtype is not None:
-        return jnp.dtype(state_dtype)
+        dtype = jnp.dtype(state_dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"state_dtype must be a real floating dtype (e.g. jnp.bfloat16, "
+                            f"jnp.float32), got {dtype}")
+        return dtype
     return jnp.promote_types(p.dtype, jnp.float32)
 
 

@@ -136,8 +136,8 @@ def init_meta_params(
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be a positive int, got {num_candidates!r}")
-    if not warm_start_step > 0:
-        raise ValueError(f"warm_start_step must be positive, got {warm_start_step!r}")
+    if not (warm_start_step > 0 and math.isfinite(warm_start_step)):
+        raise ValueError(f"warm_start_step must be positive and finite, got {warm_start_step!r}")
     b1, b2 = warm_start_betas
     if not (0 < b1 < 1 and 0 < b2 < 1):
         raise ValueError(f"warm_start_betas must be two decay rates in (0, 1), "

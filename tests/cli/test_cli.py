@@ -1,5 +1,6 @@
 """The quickstart demo and the command line."""
 
+import numpy as np
 import pytest
 
 from hyperadam_optax import cli
@@ -33,3 +34,12 @@ def test_cli_rejects_bad_input(argv, capsys):
         cli.main(argv)
     assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_demo_table_flags_diverged_runs():
+    from hyperadam_optax.cli.demo import loss_table
+
+    steps = np.arange(1, 31, dtype=np.float64)
+    curves = {"steady": np.stack([2.0 / steps] * 3), "blows up": np.stack([0.1 * steps] * 3)}
+    table = loss_table(curves)
+    assert "DIVERGED" in table and "blows up: 3 of 3 runs" in table and "steady:" not in table

@@ -10,6 +10,7 @@ import pytest
 
 import hyperadam_optax as ha
 from hyperadam_optax import evaluation as ev
+from hyperadam_optax import tasks
 
 
 def test_suites_and_optimizer_specs():
@@ -101,3 +102,56 @@ def test_generalisation_suite_end_to_end():
     assert set(out["test"]) == {"mlp-sigmoid", "cnn1", "cnn2"}
     table = ev.markdown_table(out)
     assert "Held-out images" in table and table.count("adam@0.001") == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("adam@0.1@2", "one positive finite rate"), ("adam@-0.01", "one positive finite rate"),
+    ("adam@0", "one positive finite rate"), ("adam@nan", "one positive finite rate"),
+    ("adam@inf", "one positive finite rate"), ("adam@fast", "one positive finite rate"),
+])
+def test_bad_baseline_rates_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        ev.parse_optimizer(text)
+
+
+def test_weights_of_another_optimizer_are_refused(tmp_path):
+    path = tmp_path / "ha.npz"
+    ha.save_meta_params(path, ha.init_meta_params(jax.random.key(0), 3))
+    with pytest.raises(ValueError, match="holds HyperAdamParams, not the RNNpropParams of rnnprop"):
+        ev.parse_optimizer(f"rnnprop:{path}")
+
+
+def test_bad_tuning_caches_name_the_file(tmp_path):
+    family = tasks.random_quadratics(3)
+    for text in ('{"k": 3}', "[1, 2]", '{"k": {"learning_rate": -1}}', '{"trunc'):
+        cache = tmp_path / "cache.json"
+        cache.write_text(text)
+        with pytest.raises(ValueError, match=f"tuning cache {cache}"):
+            ev.tune_learning_rate("sgd", family, steps=3, runs=2, seed=0, grid=(0.1,),
+                                  cache_path=str(cache))
+
+
+def test_diverged_runs_are_flagged():
+    family = tasks.random_quadratics(3, cond=10.0)
+    out = {"results": {"quadratic": {
+        "sgd@3": ev.run_protocol(lambda _: optax.sgd(3.0), family, steps=20, runs=3, seed=0),
+        "sgd@0.01": ev.run_protocol(lambda _: optax.sgd(0.01), family, steps=20, runs=3, seed=0)}},
+        "learning_rates": {"quadratic": {"sgd@3": 3.0, "sgd@0.01": 0.01}}}
+    assert out["results"]["quadratic"]["sgd@3"].diverged == 3
+    assert out["results"]["quadratic"]["sgd@0.01"].diverged == 0
+    table = ev.markdown_table(out)
+    assert "**Diverged**" in table and "sgd@3 on quadratic (3 of 3 runs)" in table
+    assert "sgd@0.01 on" not in table
+
+
+def test_evaluate_into_a_file_fails_before_computing(tmp_path, capsys):
+    from hyperadam_optax import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--suite", "table2", "--optimizers", "adam", "--runs", "2",
+                  "--out-dir", str(blocker), "--no-progress"])
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and "not a writable directory" in captured.err
+    assert "| optimizer |" not in captured.out  # nothing was computed

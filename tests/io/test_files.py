@@ -1,6 +1,7 @@
 """Meta-parameter files: round trip, refused shapes, corrupt files, no pickle."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,3 +48,19 @@ def test_load_refuses_pickled_objects(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="not a readable"):
         ha.load_meta_params(tmp_path / "absent.npz")
+
+
+def test_not_an_npz_archive_is_named(tmp_path):
+    theta = ha.init_meta_params(jax.random.key(0), 3)
+    npy = tmp_path / "weights.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(ValueError, match="expected an .npz .zip. archive, found a .npy array"):
+        ha.load_meta_params(npy)
+    noise = tmp_path / "noise.npz"
+    noise.write_bytes(np.random.default_rng(0).bytes(256))
+    with pytest.raises(ValueError, match="not a zip archive"):
+        ha.load_meta_params(noise)
+    nan = tmp_path / "nan.npz"
+    ha.save_meta_params(nan, theta._replace(b_u=theta.b_u.at[1].set(jnp.nan)))
+    with pytest.raises(ValueError, match=r"fields \['b_u'\] of HyperAdamParams hold NaN"):
+        ha.load_meta_params(nan)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     out = tmp_path / "run"
     assert _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(out)).returncode == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     r = _cli(*QUICK, "--meta-steps", "4", "--num-tasks", "4", "--out-dir", str(out), "--resume")
     assert r.returncode == 2 and "different configuration" in r.stderr and "num_tasks" in r.stderr
     r = _cli(*QUICK, "--meta-steps", "4", "--validation-metric", "final", "--out-dir", str(out),
@@ -77,7 +78,7 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     assert r.returncode == 2 and "validation_metric" in r.stderr
     r = _cli(*QUICK, "--meta-steps", "4", "--out-dir", str(out))
     assert r.returncode == 2 and "--resume" in r.stderr
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     assert before == after
 
 
@@ -125,3 +126,139 @@ def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
     assert not np.array_equal(start.b_h, final.b_h)
     with pytest.raises(ValueError, match="not a readable meta-training checkpoint"):
         checkpoint_meta_params(str(tmp_path / "config.json"))
+
+
+# Reliability of the run directory ---------------------------------------------------------
+
+def _start(out, steps="400"):
+    return subprocess.Popen([*CLI, *QUICK, "--meta-steps", steps, "--checkpoint-every", "2",
+                             "--out-dir", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _wait_for_step(path, step):
+    deadline = time.time() + 300
+    while _steps_logged(path) < step and time.time() < deadline:
+        time.sleep(0.05)
+    assert _steps_logged(path) >= step
+
+
+def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    try:
+        _wait_for_step(out / "metrics.jsonl", 3)
+        r = _cli(*QUICK, "--meta-steps", "400", "--out-dir", str(out), "--resume")
+        assert r.returncode == 2 and "in use by another meta-train process" in r.stderr, r.stderr
+        assert f"pid {proc.pid}" in r.stderr
+        # The card names the command from the start, not only at the end.
+        card = json.loads((out / "card.json").read_text())
+        assert card["status"] == "running" and "--meta-steps 400" in card["command"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = _steps_logged(out / "metrics.jsonl")
+    (out / "checkpoints" / ".tmp-orphan").write_bytes(b"x" * 1000)  # as a kill mid-write leaves
+    r = _cli(*QUICK, "--meta-steps", str(done + 2), "--checkpoint-every", "2",
+             "--out-dir", str(out), "--resume")
+    assert r.returncode == 0, r.stderr  # the killed run's lock died with it
+    assert not (out / "checkpoints" / ".tmp-orphan").exists()
+    card = json.loads((out / "card.json").read_text())
+    assert card["status"] == "finished" and len(card["commands"]) == 2
+
+
+def _quick_run(out, steps, **kw):
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
+    kw.setdefault("log", lambda *_: None)
+    return mt.meta_train(task="quadratic", config=config, meta_steps=steps, out_dir=str(out),
+                         validation_tasks=2, progress=False, **kw)
+
+
+def test_resume_repairs_a_best_checkpoint_left_stale_by_a_kill(tmp_path):
+    from hyperadam_optax.io import read_leaves
+    from hyperadam_optax.meta.run import RunFiles, read_metrics
+
+    out = tmp_path / "run"
+    _quick_run(out, 6, checkpoint_every=2, keep=10)
+    files = RunFiles(str(out))
+    vals = {r["step"]: r["validation_loss"] for r in read_metrics(files.metrics)
+            if "validation_loss" in r}
+    best = min(vals, key=vals.get)
+    stale = next(s for s in vals if s != best)
+    # What a kill between writing ckpt_<best> and copying it to best.npz leaves behind.
+    shutil.copyfile(files.checkpoint(stale), out / "checkpoints" / "best.npz")
+    logged = []
+    card = _quick_run(out, 8, checkpoint_every=2, keep=10, resume=True, log=logged.append)
+    assert any("repairing" in line for line in logged)
+    expected = best if vals[best] <= card["best"]["validation_loss"] else card["best"]["step"]
+    assert int(read_leaves(out / "checkpoints" / "best.npz")[".step"]) == expected
+    assert ha.load_meta_params(out / "best_meta_params.npz", with_metadata=True)[1]["step"] == \
+        expected
+
+
+def test_resume_refuses_other_validation_tasks_and_fewer_meta_steps(tmp_path):
+    out = tmp_path / "run"
+    assert _cli(*QUICK, "--meta-steps", "3", "--out-dir", str(out)).returncode == 0
+    args = [a if a != "2" or i != QUICK.index("--validation-tasks") + 1 else "4"
+            for i, a in enumerate(QUICK)]
+    r = _cli(*args, "--meta-steps", "6", "--out-dir", str(out), "--resume")
+    assert r.returncode == 2 and "validation_tasks" in r.stderr, r.stderr
+    card = (out / "card.json").read_text()
+    r = _cli(*QUICK, "--meta-steps", "1", "--out-dir", str(out), "--resume")
+    assert r.returncode == 2 and "already at meta-step 3" in r.stderr, r.stderr
+    assert (out / "card.json").read_text() == card
+
+
+def test_resume_keeps_rows_after_a_corrupt_line_skips_a_corrupt_checkpoint_and_logs_step_0_once(
+        tmp_path):
+    out = tmp_path / "run"
+    _quick_run(out, 4, checkpoint_every=2, keep=10)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines.insert(2, '{"step": 1, "meta_lo')  # a corrupt line in the middle
+    (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (out / "checkpoints" / "ckpt_00000004.npz").write_bytes(b"PK\x03\x04garbage")
+    logged = []
+    _quick_run(out, 6, checkpoint_every=2, keep=10, resume=True, log=logged.append)
+    assert any("skipping unreadable checkpoint" in line for line in logged)
+    assert any("skipped unreadable lines [3]" in line for line in logged)
+    assert any("resuming" in line and "meta-step 2" in line for line in logged)
+    from hyperadam_optax.meta.run import read_metrics
+
+    rows = read_metrics(str(out / "metrics.jsonl"))
+    assert [r["step"] for r in rows if "meta_loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "validation_loss" in r] == [0, 2, 4, 6]
+    # Resuming a run that has only its step-0 checkpoint does not log step 0 twice.
+    out0 = tmp_path / "run0"
+    _quick_run(out0, 2, checkpoint_every=2, keep=10)
+    (out0 / "checkpoints" / "ckpt_00000002.npz").unlink()
+    _quick_run(out0, 2, checkpoint_every=2, keep=10, resume=True)
+    rows = read_metrics(str(out0 / "metrics.jsonl"))
+    assert [r["step"] for r in rows if "validation_loss" in r] == [0, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--meta-lr", "inf"], "positive finite"),
+    (["--meta-lr", "1e30"], "meta_lr must be in (0, 1]"),
+    (["--init", "adam", "--warm-start-step", "inf"], "positive finite"),
+    (["--seed", str(2**32)], "seed in [0, 2**32)"),
+])
+def test_cli_refuses_values_that_would_make_nan_or_alias(tmp_path, args, message):
+    r = _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(tmp_path / "run"), *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(blocker))
+    assert r.returncode == 2 and "not a writable directory" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_truncated_config_is_named(tmp_path):
+    out = tmp_path / "run"
+    assert _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(out)).returncode == 0
+    (out / "config.json").write_text('{"optimizer": "hyp')
+    r = _cli(*QUICK, "--meta-steps", "4", "--out-dir", str(out), "--resume")
+    assert r.returncode == 2 and f"{out / 'config.json'} is not readable JSON" in r.stderr

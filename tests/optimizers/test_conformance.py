@@ -375,3 +375,10 @@ def test_rejects_structure_change(make_tx):
     state = tx.init(_params())
     with pytest.raises(ValueError, match="different tree structure"):
         tx.update({"w": _grads()["w"]}, state)
+
+
+@pytest.mark.parametrize("state_dtype", [jnp.int32, jnp.complex64, bool])
+def test_rejects_non_float_state_dtype(state_dtype):
+    for f, theta, _ in _SPECS.values():
+        with pytest.raises(TypeError, match="state_dtype must be a real floating dtype"):
+            f(0.01, theta, state_dtype=state_dtype).init(_params())

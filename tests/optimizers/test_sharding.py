@@ -1,6 +1,7 @@
 """Every learned optimizer of the registry on parameters sharded over 8 forced CPU devices:
-on Auto and Explicit mesh axes, with the sharded axis at every position, the updates equal
-the unsharded ones and the updates and state keep the parameter's sharding."""
+on Auto and Explicit mesh axes, with the sharded axis at every position, alone and inside
+optax's chain, inject_hyperparams, masked and MultiSteps, the updates equal the unsharded
+ones and the updates and state keep the parameter's sharding."""
 
 import os
 import subprocess
@@ -16,10 +17,22 @@ SCRIPT = textwrap.dedent("""
     from hyperadam_optax.optimizers import OPTIMIZERS
     assert jax.device_count() == 8, jax.devices()
     kind = getattr(AxisType, sys.argv[1])
+    labels = sys.argv[2].split(",")
     mesh = jax.make_mesh((8,), ("x",), axis_types=(kind,))
+    import optax
     for name, spec in OPTIMIZERS.items():
-        tx = spec.make(spec.default_learning_rate, spec.init_meta_params(jax.random.key(0)))
-        for pos in range(3):
+        theta = spec.init_meta_params(jax.random.key(0))
+        plain = spec.make(spec.default_learning_rate, theta)
+        wrapped = {
+            "plain": plain,
+            "chain": optax.chain(optax.clip_by_global_norm(1.0), plain),
+            "inject": optax.inject_hyperparams(spec.make)(
+                learning_rate=spec.default_learning_rate, meta_params=theta),
+            "masked": optax.masked(plain, {"w": True, "b": False}),
+            "multi_steps": optax.MultiSteps(plain, every_k_schedule=2),
+        }
+        for pos, label in [(p, w) for p in range(3) for w in labels]:
+            tx = wrapped[label]
             shape, axes = [2, 3, 4], [None, None, None]
             shape[pos], axes[pos] = 8, "x"
             params = {"w": jax.random.normal(jax.random.key(1), tuple(shape)),
@@ -42,21 +55,32 @@ SCRIPT = textwrap.dedent("""
             for a, b in zip(ref, got):
                 jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7),
                              a, b)
-            assert got[-1]["w"].sharding.spec[pos] == "x", (name, pos, got[-1]["w"].sharding)
+            where = (name, label, pos)
+            assert got[-1]["w"].sharding.spec[pos] == "x", (where, got[-1]["w"].sharding)
             for field in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, dict)):
-                if isinstance(field, dict) and "w" in field:
+                if isinstance(field, dict) and "w" in field and hasattr(field["w"], "sharding"):
                     spec_w = field["w"].sharding.spec
-                    assert len(spec_w) > pos and spec_w[pos] == "x", (name, pos, spec_w)
+                    assert len(spec_w) > pos and spec_w[pos] == "x", (where, spec_w)
                     assert all(a is None for i, a in enumerate(spec_w) if i != pos), spec_w
     print("SHARDED_OK")
 """)
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
-def test_sharded_updates_equal_unsharded_and_keep_the_sharding(axis_type):
+def _run(axis_type: str, labels: str) -> None:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, axis_type], env=env,
+    out = subprocess.run([sys.executable, "-c", SCRIPT, axis_type, labels], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED_OK" in out.stdout
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_sharded_updates_equal_unsharded_and_keep_the_sharding(axis_type):
+    _run(axis_type, "plain")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_sharded_inside_optax_wrappers(axis_type):
+    _run(axis_type, "chain,inject,masked,multi_steps")
