@@ -20,7 +20,10 @@ def test_notebooks_are_listed_in_readme_without_committed_outputs():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# The quickstart in the default run; the longer two in the slow one (CI runs both).
+@pytest.mark.parametrize("path", [
+    p if p.name.startswith("01") else pytest.param(p, marks=pytest.mark.slow) for p in NOTEBOOKS
+], ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("HYPERADAM_OPTAX_NOTEBOOK_SMALL", "1")
     nb = nbformat.read(path, as_version=4)

@@ -65,7 +65,7 @@ def _add_demo(sub) -> None:
 
 
 def _add_meta_train(sub) -> None:
-    from hyperadam_optax.meta import META_LOSSES, VALIDATION_METRICS
+    from hyperadam_optax.meta import ESTIMATORS, META_LOSSES, VALIDATION_METRICS
     from hyperadam_optax.optimizers.registry import names
 
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
@@ -107,6 +107,17 @@ def _add_meta_train(sub) -> None:
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
+    mt.add_argument("--estimator", choices=ESTIMATORS, default="tbptt",
+                    help="meta-gradient estimator: truncated BPTT (the authors'), full BPTT "
+                         "(--unroll = --trajectory), antithetic ES over whole trajectories, or "
+                         "persistent ES (PES) over truncations")
+    mt.add_argument("--num-particles", type=_positive_int, default=8,
+                    help="ES/PES: antithetic pairs per meta-step, each on its own task")
+    mt.add_argument("--sigma", type=_positive_float, default=0.01,
+                    help="ES/PES: standard deviation of the meta-parameter perturbations")
+    mt.add_argument("--init-from", default=None, metavar="FILE",
+                    help="start from these meta-parameters: a file of save_meta_params or a "
+                         "meta-training checkpoint (ckpt_*.npz, best.npz)")
     mt.add_argument("--seed", type=_seed, default=0)
     mt.add_argument("--out-dir", default="runs/meta-train")
     mt.add_argument("--data-dir", default=None,
@@ -201,11 +212,13 @@ def _meta_train(args, argv) -> None:
                              trajectory=args.trajectory, meta_loss=args.meta_loss,
                              second_order=args.second_order, meta_lr=args.meta_lr,
                              clip_norm=args.clip_norm, task_chunk=args.task_chunk,
-                             cosine_decay_steps=args.meta_steps if args.cosine_decay else None)
+                             cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
+                             estimator=args.estimator, num_particles=args.num_particles,
+                             sigma=args.sigma)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
-               warm_start_decay=args.warm_start_decay,
+               warm_start_decay=args.warm_start_decay, init_from=args.init_from,
                config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
                data_dir=args.data_dir, resume=args.resume,

@@ -33,13 +33,16 @@ except ImportError:  # not on Windows: runs there take no lock
 
 from hyperadam_optax.io.files import (
     atomic_write,
+    load_meta_params,
     load_pytree,
+    meta_params_from_checkpoint,
     read_leaves,
     save_meta_params,
     save_pytree,
 )
+from hyperadam_optax.meta.config import MetaTrainConfig
 from hyperadam_optax.meta.learned import LearnedOptimizer, learned_optimizer
-from hyperadam_optax.meta.meta_step import MetaTrainConfig, init_meta_state, make_meta_step
+from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.sharding import shard_meta_state
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 from hyperadam_optax.tasks.data import mnist_data
@@ -334,6 +337,35 @@ def resolve_optimizer(optimizer: str, init: str, warm: dict) -> LearnedOptimizer
     return learned
 
 
+def initial_meta_params(path: str, learned: LearnedOptimizer):
+    """Meta-parameters to start from: a file of ``save_meta_params`` or a meta-training
+    checkpoint; they must be the optimizer's kind and shapes."""
+    template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
+    try:
+        theta = load_meta_params(path)
+    except ValueError as file_error:
+        try:
+            theta = meta_params_from_checkpoint(path, learned.name)
+        except ValueError:
+            raise ValueError(f"--init-from {path}: neither a meta-parameter file nor a "
+                             f"checkpoint of {learned.name} ({file_error})") from None
+    if type(theta) is not type(template):
+        raise ValueError(f"--init-from {path} holds {type(theta).__name__}, not the "
+                         f"{type(template).__name__} of {learned.name}")
+    found = jax.tree.map(lambda x: x.shape, theta)
+    if found != jax.tree.map(lambda x: x.shape, template):
+        raise ValueError(f"--init-from {path}: shapes {found._asdict()} differ from this "
+                         f"optimizer's {jax.tree.map(lambda x: x.shape, template)._asdict()}")
+    return jax.tree.map(lambda x, t: x.astype(t.dtype), theta, template)
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def with_recipe_defaults(config: MetaTrainConfig, learned: LearnedOptimizer) -> MetaTrainConfig:
     """``meta_lr=None`` and ``meta_loss=None`` become the optimizer's paper's."""
     if config.meta_lr is None:
@@ -355,6 +387,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
                warm_start_decay: tuple[float, float] | None = None,
+               init_from: str | None = None,
                config: MetaTrainConfig | None = None,
                meta_steps: int = 1000, seed: int = 0,
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
@@ -371,7 +404,9 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     steps if ``warm_start_decay = (horizon, floor)``. ``validation_metric`` scores the
     checkpoints (the lowest is kept as best): ``"mean"`` loss over the trajectory, or
     ``"final"``, the evaluation protocol's loss of the final parameters
-    (:func:`~hyperadam_optax.meta.validation.make_evaluator`).
+    (:func:`~hyperadam_optax.meta.validation.make_evaluator`). ``init_from``: start from the
+    meta-parameters in this file (``save_meta_params`` or a checkpoint of a run) instead of
+    ``init``; its SHA-256 joins the run's identity.
     """
     if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
         raise ValueError("meta_steps, checkpoint_every and keep must be positive")
@@ -388,6 +423,10 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
                           data=data_desc, **warm, validation_metric=validation_metric,
                           validation_tasks=validation_tasks)
+    start_from = None
+    if init_from is not None:
+        start_from = initial_meta_params(init_from, learned)
+        identity["init_from_sha256"] = _sha256(init_from)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
     with locked_run_dir(out_dir):
@@ -396,19 +435,19 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                            checkpoint_every=checkpoint_every, keep=keep,
                            validation_tasks=validation_tasks,
                            validation_metric=validation_metric, progress=progress,
-                           command=command, log=log)
+                           command=command, log=log, start_from=start_from)
 
 
 def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: MetaTrainConfig,
                 identity: dict, *, resume: bool, seed: int, meta_steps: int,
                 checkpoint_every: int, keep: int, validation_tasks: int, validation_metric: str,
-                progress: bool, command: str | None, log) -> dict:
+                progress: bool, command: str | None, log, start_from=None) -> dict:
     """:func:`meta_train` once it holds the run directory's lock."""
     claim_run_dir(files, identity, resume)
     for path in remove_partial_files(files):
         log(f"removed {path}, a file a killed run left half-written")
-    run = restore(files, init_meta_state(jax.random.PRNGKey(seed), learned, family, config),
-                  resume, identity, log)
+    run = restore(files, init_meta_state(jax.random.PRNGKey(seed), learned, family, config,
+                                         start_from), resume, identity, log)
     if run.start >= meta_steps:
         raise ValueError(f"{files.out_dir} is already at meta-step {run.start}; ask for more "
                          f"than --meta-steps {meta_steps} to continue it (nothing was changed)")

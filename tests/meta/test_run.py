@@ -262,3 +262,27 @@ def test_truncated_config_is_named(tmp_path):
     (out / "config.json").write_text('{"optimizer": "hyp')
     r = _cli(*QUICK, "--meta-steps", "4", "--out-dir", str(out), "--resume")
     assert r.returncode == 2 and f"{out / 'config.json'} is not readable JSON" in r.stderr
+
+
+def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
+    from hyperadam_optax.io import meta_params_from_checkpoint
+
+    first = tmp_path / "pes"
+    r = _cli(*QUICK, "--estimator", "pes", "--num-particles", "2", "--sigma", "0.05",
+             "--meta-steps", "3", "--out-dir", str(first))
+    assert r.returncode == 0, r.stderr
+    config = json.loads((first / "config.json").read_text())
+    assert (config["estimator"], config["num_particles"], config["sigma"]) == ("pes", 2, 0.05)
+    theta = ha.load_meta_params(first / "meta_params.npz")
+    for source in (first / "meta_params.npz", first / "checkpoints" / "ckpt_00000003.npz"):
+        out = tmp_path / source.stem
+        r = _cli(*QUICK, "--meta-steps", "1", "--init-from", str(source), "--out-dir", str(out))
+        assert r.returncode == 0, r.stderr
+        start = meta_params_from_checkpoint(str(out / "checkpoints" / "ckpt_00000000.npz"))
+        jax.tree.map(np.testing.assert_array_equal, start, theta)
+        assert "init_from_sha256" in json.loads((out / "config.json").read_text())
+    other = tmp_path / "rnnprop.npz"
+    ha.save_meta_params(other, ha.init_rnnprop_meta_params(jax.random.key(0)))
+    r = _cli(*QUICK, "--meta-steps", "1", "--init-from", str(other), "--out-dir",
+             str(tmp_path / "bad"))
+    assert r.returncode == 2 and "holds RNNpropParams, not the HyperAdamParams" in r.stderr

@@ -1,4 +1,5 @@
-"""The meta-step with its task slots sharded over 8 forced CPU devices equals one device's."""
+"""The meta-step with its task slots (truncated BPTT) or particles (PES) sharded over 8 forced
+CPU devices equals one device's."""
 
 import os
 import subprocess
@@ -49,6 +50,18 @@ META_SCRIPT = textwrap.dedent("""
     for other in (single, one_by_one):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
                      sharded.meta_params, other.meta_params)
+    # PES: the particles are sharded like the task slots and give the same estimate.
+    pes = mt.MetaTrainConfig(unroll=4, trajectory=8, meta_lr=1e-2, estimator="pes",
+                             num_particles=8, sigma=0.01)
+    sharded = mt.init_meta_state(jax.random.PRNGKey(1), opt, family, pes)
+    assert sharded.slots.noise.b_u.sharding.spec[0] == "tasks", sharded.slots.noise.b_u.sharding
+    single = on_one_device(sharded)
+    step = mt.make_meta_step(opt, family, pes)
+    for _ in range(3):
+        sharded, _ = step(sharded)
+        single, _ = step(single)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                 sharded.meta_params, single.meta_params)
     print("META_SHARDED_OK")
 """)
 

@@ -1,0 +1,90 @@
+"""Meta-training settings (:class:`MetaTrainConfig`), shared by every estimator."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+META_LOSSES = ("mean", "last", "sum", "log_ratio", "final")
+#: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
+ESTIMATORS = ("tbptt", "full", "es", "pes")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+    """Meta-training settings (defaults: the HyperAdam authors' truncated BPTT).
+
+    Attributes:
+      estimator: the meta-gradient estimator (:mod:`hyperadam_optax.meta.estimators`):
+        ``"tbptt"`` truncated backpropagation (the authors'), ``"full"`` backpropagation
+        through whole trajectories (``unroll == trajectory``), ``"es"`` antithetic evolution
+        strategies over whole trajectories, ``"pes"`` persistent evolution strategies over
+        truncations (Vicol et al. 2021, unbiased for the whole trajectory).
+      num_tasks: B, task slots per meta-step (``tbptt``, ``full``).
+      num_particles: antithetic pairs per meta-step, each on its own task (``es``, ``pes``).
+      sigma: standard deviation of the ES/PES perturbations of the meta-parameters.
+      unroll: optimizee steps per truncation (20).
+      trajectory: optimizee steps before a slot starts a new task (100 = 5 truncations).
+      meta_loss: ``"mean"`` of the pre-update losses of a truncation, ``"last"`` loss,
+        ``"sum"``, or ``"log_ratio"``: mean of ``log(f_t / (f_0 + 1e-6) + 1e-6)`` with f_0 the
+        trajectory's first loss (Wichrowska et al. 2017), or ``"final"``: the loss of the
+        truncation's final parameters averaged over the minibatches it saw (the evaluation
+        protocol's score, :func:`tasks.final_loss`, per truncation). ``None``: the
+        optimizer's default.
+      second_order: keep the optimizee gradient's dependence on the meta-parameters
+        (default False: the gradient is a constant, as in the authors' code).
+      meta_lr: the outer Adam's learning rate (``None``: the optimizer's default, resolved
+        by ``meta.run.meta_train``).
+      clip_norm: global-norm clipping of the meta-gradient (``None``: no clipping).
+      cosine_decay_steps: if set, the outer rate follows a cosine from ``meta_lr`` down to
+        ``meta_lr / 10`` over this many meta-steps (then stays there).
+      remat: recompute each optimizee step in the backward pass instead of storing its
+        intermediates (``jax.checkpoint``); less memory and, on CPU, faster.
+      task_chunk: how many task slots are vmapped together; chunks run one after another
+        (``lax.map``). ``None``: 1 on a single CPU device (each task's arrays stay in cache:
+        benchmarks/meta_step.py), else all B in one vmap. Must divide B.
+    """
+
+    num_tasks: int = 8
+    unroll: int = 20
+    trajectory: int = 100
+    meta_loss: str | None = None
+    second_order: bool = False
+    meta_lr: float | None = 1e-4
+    clip_norm: float | None = 1.0
+    cosine_decay_steps: int | None = None
+    remat: bool = True
+    task_chunk: int | None = None
+    estimator: str = "tbptt"
+    num_particles: int = 8
+    sigma: float = 0.01
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.estimator in ("full", "es") and self.unroll != self.trajectory:
+            raise ValueError(f"estimator {self.estimator!r} unrolls whole trajectories: unroll "
+                             f"({self.unroll}) must equal trajectory ({self.trajectory})")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"sigma must be positive and finite, got {self.sigma!r}")
+        for name in ("num_tasks", "unroll", "trajectory", "num_particles"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.task_chunk is not None and (not isinstance(self.task_chunk, int)
+                                            or self.task_chunk < 1
+                                            or self.num_tasks % self.task_chunk):
+            raise ValueError(f"task_chunk must be None or a positive divisor of num_tasks "
+                             f"({self.num_tasks}), got {self.task_chunk!r}")
+        if self.trajectory % self.unroll:
+            raise ValueError(f"trajectory ({self.trajectory}) must be a multiple of unroll "
+                             f"({self.unroll})")
+        if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
+            raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
+        if self.meta_lr is not None and not 0 < self.meta_lr <= 1:
+            raise ValueError(f"meta_lr must be in (0, 1] (the outer Adam's step), got "
+                             f"{self.meta_lr!r}")
+        if self.cosine_decay_steps is not None and (
+                not isinstance(self.cosine_decay_steps, int) or self.cosine_decay_steps < 1):
+            raise ValueError("cosine_decay_steps must be None or a positive int, got "
+                             f"{self.cosine_decay_steps!r}")
