@@ -57,16 +57,35 @@ def mlp_loss(params: dict, x: jax.Array, y: jax.Array, activation: str = "sigmoi
 def mnist_mlp(x: jax.Array, y: jax.Array, *, sizes=(784, 20, 10), activation: str = "sigmoid",
               batch_size: int = 128, init_std: float = 0.1) -> TaskFamily:
     """The plain MLP on images ``x`` (rows) with labels ``y``; one fixed task."""
+    return image_mlp(x, y, sizes=sizes, activation=activation, batch_size=batch_size,
+                     init_std=init_std, dataset="mnist", default_sizes=(784, 20, 10))
+
+
+def digits_mlp(*, sizes=(64, 32, 10), activation: str = "relu", batch_size: int = 128,
+               init_std: float = 0.1) -> TaskFamily:
+    """An MLP on scikit-learn's 1,797 8x8 digits (a cheap meta-training task: 2,410
+    parameters at the default 64-32-10)."""
+    from hyperadam_optax.tasks.data import load_digits
+
+    d = load_digits()
+    return image_mlp(d.x, d.y, sizes=sizes, activation=activation, batch_size=batch_size,
+                     init_std=init_std, dataset="digits", default_sizes=(64, 32, 10))
+
+
+def image_mlp(x: jax.Array, y: jax.Array, *, sizes, activation: str, batch_size: int,
+              init_std: float, dataset: str, default_sizes) -> TaskFamily:
+    """The MLP ``sizes`` on images ``x`` (rows) with labels ``y``: minibatches drawn on device;
+    named ``{dataset}-mlp-{activation}[-sizes]-std..-n..`` (the tuning cache's key)."""
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
 
     def sample_batch(key, task):
         idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
         return x[idx], y[idx]
 
-    shape = "" if tuple(sizes) == (784, 20, 10) else "-" + "-".join(map(str, sizes))
+    shape = "" if tuple(sizes) == tuple(default_sizes) else "-" + "-".join(map(str, sizes))
     return TaskFamily(
         # The name identifies the task (tuning cache): architecture, init and data size.
-        name=f"mnist-mlp-{activation}{shape}-std{init_std:g}-n{x.shape[0]}",
+        name=f"{dataset}-mlp-{activation}{shape}-std{init_std:g}-n{x.shape[0]}",
         sample_task=lambda key: {},
         init=lambda key, task: init_mlp(key, sizes, init_std),
         sample_batch=sample_batch,

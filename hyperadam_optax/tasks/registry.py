@@ -8,12 +8,13 @@ are tuples of these names.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
-from hyperadam_optax.tasks.augment import random_scaling_with_convex
+from hyperadam_optax.tasks.augment import random_scaling, random_scaling_with_convex
 from hyperadam_optax.tasks.base import TaskFamily
 from hyperadam_optax.tasks.cnn import mnist_cnn
-from hyperadam_optax.tasks.mlp import mnist_mlp, mnist_mlp_mixture
+from hyperadam_optax.tasks.mlp import digits_mlp, mnist_mlp, mnist_mlp_mixture
 from hyperadam_optax.tasks.quadratic import random_quadratics
 from hyperadam_optax.tasks.sine_lstm import sine_lstm
 
@@ -49,6 +50,12 @@ TASKS: dict[str, TaskSpec] = {
                            "DeepMind's MNIST problem: the MLP with weights ~ N(0, 0.01²)"),
     "quadratic": TaskSpec(lambda d: random_quadratics(10), False,
                           "random 10-dim quadratics (quick experiments)"),
+    # Cheap tasks on scikit-learn's 8x8 digits (they bring their own data).
+    "digits-mlp": TaskSpec(lambda d: digits_mlp(), False,
+                           "MLP 64-32-10 ReLU on the 8x8 digits (2,410 parameters)"),
+    "digits-mlp-scaled": TaskSpec(lambda d: random_scaling(digits_mlp(), r=math.log(1000.0)),
+                                  False, "the digits MLP with every coordinate rescaled by "
+                                         "exp(U[-ln 1000, ln 1000]) per task"),
     # Evaluation tasks (the paper's tables and figures).
     **{f"mlp-{a}": _mnist(lambda d, a=a: mnist_mlp(*d, activation=a),
                           f"MLP 784-20-10 {a} (Table 1)")

@@ -84,3 +84,22 @@ def test_cnns_learn(mnist, arch, n_params):
         assert sum(x.size for x in jax.tree.leaves(params)) == n_params
     r = ev.run_protocol(lambda _: optax.adam(1e-3), family, steps=25, runs=2, seed=0)
     assert r.curve[:, -5:].mean() < 0.6 * r.curve[:, :3].mean()
+
+
+def test_parameter_scale_augmentation_is_the_same_problem_in_scaled_coordinates():
+    base = tasks.digits_mlp()
+    family = tasks.random_scaling(base, r=np.log(1000.0))
+    task = family.sample_task(jax.random.PRNGKey(0))
+    scales = jax.tree.leaves(task["scale"])
+    assert min(float(s.min()) for s in scales) < 1e-2 and max(float(s.max()) for s in scales) > 1e2
+    params = family.init(jax.random.PRNGKey(1), task)
+    w0 = base.init(jax.random.PRNGKey(1), task["base"])
+    batch = family.sample_batch(jax.random.PRNGKey(2), task)
+    np.testing.assert_allclose(family.loss(params, batch, task), base.loss(w0, batch, {}),
+                               rtol=1e-5)
+    # The chain rule: the gradient in scaled coordinates is c ⊙ the original gradient.
+    g = jax.grad(family.loss)(params, batch, task)
+    g0 = jax.grad(base.loss)(w0, batch, {})
+    jax.tree.map(lambda a, b, c: np.testing.assert_allclose(a, b * c, rtol=1e-4, atol=1e-7),
+                 g, g0, task["scale"])
+    assert base.name == "digits-mlp-relu-std0.1-n1797" and "scaled" in family.name
