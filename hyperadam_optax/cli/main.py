@@ -135,7 +135,8 @@ def _add_meta_train(sub) -> None:
 def _add_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="the paper's evaluation protocol and tables")
     ev.add_argument("--suite", default="table1",
-                    help="table1, table2, deep-mlp, cnn, long-horizon, generalisation or all")
+                    help="table1, table2, deep-mlp, cnn, long-horizon, generalisation, validation "
+                         "(tasks of no paper and no training family) or all")
     ev.add_argument("--optimizers", default="sgd,momentum,adagrad,adadelta,rmsprop,adam",
                     help="comma-separated: a baseline (tuned) or baseline@rate; a learned "
                          "optimizer (pretrained), NAME:PATH.npz, or hyperadam:warm")

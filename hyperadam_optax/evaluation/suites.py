@@ -31,6 +31,10 @@ SUITES: dict[str, tuple[str, ...]] = {
     "cnn": ("cnn1", "cnn2"),
     "long-horizon": ("mlp-sigmoid", "mlp-9hidden", "cnn2", "sine-2layer"),
     "generalisation": ("mlp-sigmoid", "cnn1", "cnn2"),
+    # Tasks of no paper and no meta-training family: where checkpoints and settings are
+    # chosen, scored as users score (final loss at their horizon, against tuned Adam).
+    "validation": ("val-digits-tanh-wide", "val-digits-gelu-deep", "val-digits-linear",
+                   "val-mnist-silu-wide", "val-noisy-quadratic"),
 }
 
 

@@ -67,6 +67,18 @@ TASKS: dict[str, TaskSpec] = {
     "sine-2layer": TaskSpec(lambda d: sine_lstm(layers=2, noise=0.1), False,
                             "two-layer sine-sequence LSTM (Table 2)"),
     **{f"mlp-{n}hidden": _deep_mlp(n) for n in range(1, 11)},
+    # Validation tasks: no paper reports them and no meta-training family contains them.
+    "val-digits-tanh-wide": TaskSpec(lambda d: digits_mlp(sizes=(64, 128, 10), activation="tanh"),
+                                     False, "MLP 64-128-10 tanh on the 8x8 digits"),
+    "val-digits-gelu-deep": TaskSpec(
+        lambda d: digits_mlp(sizes=(64, 32, 32, 32, 10), activation="gelu"), False,
+        "MLP 64-32-32-32-10 GELU on the 8x8 digits"),
+    "val-digits-linear": TaskSpec(lambda d: digits_mlp(sizes=(64, 10)), False,
+                                  "softmax regression on the 8x8 digits (convex)"),
+    "val-mnist-silu-wide": _mnist(lambda d: mnist_mlp(*d, sizes=(784, 64, 10), activation="silu"),
+                                  "MLP 784-64-10 SiLU on MNIST"),
+    "val-noisy-quadratic": TaskSpec(lambda d: random_quadratics(20, noise=1.0, cond=100.0), False,
+                                    "20-dim quadratics, condition number 100, gradient noise 1"),
     "cnn1": _mnist(lambda d: mnist_cnn(*d, architecture="cnn1"), "CNN-1 c-c-p-f (Fig. 6)"),
     "cnn2": _mnist(lambda d: mnist_cnn(*d, architecture="cnn2"), "CNN-2 c-c-p-c-c-p-f-f (Fig. 6)"),
 }

@@ -155,3 +155,22 @@ def test_evaluate_into_a_file_fails_before_computing(tmp_path, capsys):
     captured = capsys.readouterr()
     assert e.value.code == 2 and "not a writable directory" in captured.err
     assert "| optimizer |" not in captured.out  # nothing was computed
+
+
+def test_validation_suite_is_disjoint_from_reported_and_training_tasks():
+    from hyperadam_optax.tasks import TASKS, make_task
+    from hyperadam_optax.tasks.data import load_mnist_5k
+
+    d = load_mnist_5k()
+    validation = ev.suite_tasks("validation", (d.x, d.y))
+    reported = {t for name, tasks_ in ev.SUITES.items() if name != "validation" for t in tasks_}
+    training = ("mnist-mlp-rs", "mnist-mlp", "mnist-mlp-mix", "mnist-mlp-dm", "quadratic",
+                "digits-mlp", "digits-mlp-scaled")
+    assert set(validation).isdisjoint(reported) and set(validation) <= set(TASKS)
+    names = {make_task(t, (d.x, d.y)).name for t in training}
+    for task, family in validation.items():
+        assert family.name not in names, task
+        params = family.init(jax.random.PRNGKey(0), family.sample_task(jax.random.PRNGKey(1)))
+        assert np.isfinite(float(family.loss(params, family.sample_batch(
+            jax.random.PRNGKey(2), family.sample_task(jax.random.PRNGKey(1))),
+            family.sample_task(jax.random.PRNGKey(1)))))
