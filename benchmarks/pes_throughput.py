@@ -16,26 +16,10 @@ meta-steps (8 pairs x 20 steps) per hour.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
-
-
-def _best(fn, *args, repeats: int) -> float:
-    out = fn(*args)
-    jax.block_until_ready(out)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def elementwise_gbps(n: int = 1 << 25, repeats: int = 5) -> float:
-    x = jnp.ones((n,), jnp.float32)
-    return 2 * 4 * n / _best(jax.jit(lambda x: x * 1.0001 + 0.5), x, repeats=repeats) / 1e9
+from update_step import _time as _best  # the same best-of-N timer and bandwidth probe
+from update_step import elementwise_gbps
 
 
 def measure(name: str, pairs: int, unroll: int, repeats: int, gbps: float) -> dict:
