@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from hyperadam_optax.evaluation.protocol import run_protocol
-from hyperadam_optax.io.files import atomic_write
+from hyperadam_optax.io.files import atomic_write, read_json
 from hyperadam_optax.tasks.base import TaskFamily
 
 #: Hand-designed baselines, each ``learning_rate -> transform`` (optax defaults otherwise).
@@ -47,12 +47,7 @@ def _injected(name: str):
 def read_tuning_cache(path: str) -> dict:
     """The tuning cache at ``path``: ``{key: {"learning_rate": rate, "scores": ...}}``;
     ``ValueError`` naming the file if it is not."""
-    try:
-        with open(path) as f:
-            cache = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"tuning cache {path} is not readable JSON ({e}); remove it to tune "
-                         "again") from None
+    cache = read_json(path, "tuning cache")
     if not isinstance(cache, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("learning_rate"), (int, float))
             and v["learning_rate"] > 0 for v in cache.values()):

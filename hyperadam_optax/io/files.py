@@ -60,6 +60,16 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "--out-dir") -> Non
         raise ValueError(f"{what} {os.fspath(path)!r} is not a writable directory: {e}") from None
 
 
+def read_json(path: str | os.PathLike, what: str):
+    """The JSON in ``path``; ``ValueError("{what} {path} is not readable JSON ...")`` for a
+    missing, truncated or corrupt file."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{what} {os.fspath(path)} is not readable JSON ({e})") from None
+
+
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """The one writer: ``arrays`` to an uncompressed ``.npz`` at ``path``, atomically."""
     atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -33,9 +33,11 @@ except ImportError:  # not on Windows: runs there take no lock
 
 from hyperadam_optax.io.files import (
     atomic_write,
+    ensure_writable_dir,
     load_meta_params,
     load_pytree,
     meta_params_from_checkpoint,
+    read_json,
     read_leaves,
     save_meta_params,
     save_pytree,
@@ -141,14 +143,6 @@ def read_metrics(path: str, log=None) -> list[dict]:
     return rows
 
 
-def _read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not readable JSON ({e}); restore or remove it") from None
-
-
 def _write_json(path: str, obj) -> None:
     text = json.dumps(obj, indent=2).encode()
     atomic_write(path, lambda f: f.write(text))
@@ -166,11 +160,8 @@ def locked_run_dir(out_dir: str):
     lock is the operating system's (``fcntl.flock``), so a killed process never leaves a
     stale lock behind. (Without ``fcntl``, e.g. on Windows, no lock is taken.)
     """
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        fd = os.open(os.path.join(out_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise ValueError(f"--out-dir {out_dir!r} is not a writable directory: {e}") from None
+    ensure_writable_dir(out_dir)
+    fd = os.open(os.path.join(out_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             try:
@@ -191,7 +182,7 @@ def locked_run_dir(out_dir: str):
 def claim_run_dir(files: RunFiles, identity: dict, resume: bool) -> None:
     """Write ``config.json``; refuse a used directory without ``resume``, or a different
     configuration with it (nothing is changed then)."""
-    existing = _read_json(files.config) if os.path.exists(files.config) else None
+    existing = read_json(files.config, "run file") if os.path.exists(files.config) else None
     if existing is not None:
         if not resume:
             raise FileExistsError(f"{files.out_dir} already holds a meta-training run; pass "
@@ -321,7 +312,7 @@ def _previous_commands(files: RunFiles, start: int) -> list:
     """Every command that contributed meta-steps to this run so far, in order."""
     if start == 0 or not os.path.exists(files.card):
         return []
-    previous = _read_json(files.card)
+    previous = read_json(files.card, "run file")
     return previous.get("commands", [previous.get("command")])
 
 
@@ -456,10 +447,11 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: Meta
                               steps=config.trajectory, seed=VALIDATION_SEED,
                               metric=validation_metric)
     commands = [*_previous_commands(files, run.start), command]
+    commit = _git_commit()
 
     def write_card(step: int, wall: float, status: str) -> dict:
         card = _card(run, identity, commands, meta_steps=step, wall=wall, seed=seed,
-                     status=status)
+                     status=status, commit=commit)
         _write_json(files.card, card)
         return card
 
@@ -469,7 +461,7 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: Meta
                        bar=_progress_bar(progress, meta_steps, run.start, learned.name, log),
                        on_checkpoint=lambda step, wall: write_card(step, wall, "running"))
     card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed,
-                 status="finished")
+                 status="finished", commit=commit)
     save_meta_params(files.meta_params, run.state.meta_params, card)
     _write_json(files.card, card)
     try:
@@ -483,7 +475,7 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: Meta
 
 
 def _card(run: RunProgress, identity: dict, commands: list, *, meta_steps: int, wall: float,
-          seed: int, status: str) -> dict:
+          seed: int, status: str, commit: str | None) -> dict:
     """How the run's meta-parameters were made: commands, config, meta-steps done, status
     (``running`` until the last checkpoint is written, then ``finished``), wall time, seed,
     commit, best and final validation, JAX version and devices."""
@@ -497,7 +489,7 @@ def _card(run: RunProgress, identity: dict, commands: list, *, meta_steps: int, 
         "skipped_meta_steps": int(run.state.skipped),
         "wall_time_s": round(wall, 1),
         "seed": seed,
-        "commit": _git_commit(),
+        "commit": commit,
         "best": run.best,
         "final_validation_loss": vals[-1] if vals else None,
         "jax": jax.__version__,
