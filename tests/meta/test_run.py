@@ -35,7 +35,7 @@ def _steps_logged(path):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    steps = "40"
+    steps = "400"  # enough that the kill at step 8 lands before the end on a fast machine
     full = tmp_path / "full"
     r = _cli(*QUICK, "--meta-steps", steps, "--checkpoint-every", "3", "--out-dir", str(full))
     assert r.returncode == 0, r.stderr
@@ -130,7 +130,7 @@ def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
 
 # Reliability of the run directory ---------------------------------------------------------
 
-def _start(out, steps="400"):
+def _start(out, steps="1000000"):  # killed long before it ends, however fast the machine
     return subprocess.Popen([*CLI, *QUICK, "--meta-steps", steps, "--checkpoint-every", "2",
                              "--out-dir", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -148,12 +148,12 @@ def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not
     proc = _start(out)
     try:
         _wait_for_step(out / "metrics.jsonl", 3)
-        r = _cli(*QUICK, "--meta-steps", "400", "--out-dir", str(out), "--resume")
+        r = _cli(*QUICK, "--meta-steps", "1000000", "--out-dir", str(out), "--resume")
         assert r.returncode == 2 and "in use by another meta-train process" in r.stderr, r.stderr
         assert f"pid {proc.pid}" in r.stderr
         # The card names the command from the start, not only at the end.
         card = json.loads((out / "card.json").read_text())
-        assert card["status"] == "running" and "--meta-steps 400" in card["command"]
+        assert card["status"] == "running" and "--meta-steps 1000000" in card["command"]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
