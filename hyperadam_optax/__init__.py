@@ -11,6 +11,7 @@ from hyperadam_optax.io.pretrained import (
     PretrainedWeightsUnavailableError,
     dm_optimizer,
     hyperadam,
+    l2o_scale,
     load_pretrained,
     pretrained_card,
     rnnprop,
@@ -28,6 +29,12 @@ from hyperadam_optax.optimizers.hyperadam import (
     hyperadam_internals,
     init_meta_params,
     scale_by_hyperadam,
+)
+from hyperadam_optax.optimizers.l2o_scale import (
+    L2OScaleParams,
+    L2OScaleState,
+    init_l2o_scale_meta_params,
+    scale_by_l2o_scale,
 )
 from hyperadam_optax.optimizers.rnnprop import (
     RNNpropParams,
@@ -49,6 +56,11 @@ __all__ = [
     "rnnprop",
     "scale_by_dm_optimizer",
     "scale_by_rnnprop",
+    "L2OScaleParams",
+    "L2OScaleState",
+    "init_l2o_scale_meta_params",
+    "l2o_scale",
+    "scale_by_l2o_scale",
     "HyperAdamParams",
     "HyperAdamState",
     "PretrainedWeightsUnavailableError",

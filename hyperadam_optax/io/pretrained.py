@@ -88,3 +88,4 @@ def _with_shipped_weights(name: str):
 hyperadam = _with_shipped_weights("hyperadam")
 rnnprop = _with_shipped_weights("rnnprop")
 dm_optimizer = _with_shipped_weights("dm_optimizer")
+l2o_scale = _with_shipped_weights("l2o_scale")

@@ -37,31 +37,36 @@ def compute_dtype(state_leaf_dtypes, meta_params):
                            *jax.tree.leaves(meta_params))
 
 
-def check_meta_params(meta_params, cls: type, size_field: str, expected_shapes) -> int:
+def check_meta_params(meta_params, cls: type, size_field: str | tuple[str, ...],
+                      expected_shapes):
     """Validate a meta-parameter NamedTuple; returns its size (J or the hidden size).
 
-    The size is ``getattr(meta_params, size_field).shape[0]``; ``expected_shapes(size)`` gives
-    every field's shape. Raises ``TypeError``/``ValueError`` naming expected and found shapes.
+    The size is ``getattr(meta_params, size_field).shape[0]`` (a tuple of them when
+    ``size_field`` names several fields); ``expected_shapes(*sizes)`` gives every field's
+    shape. Raises ``TypeError``/``ValueError`` naming expected and found shapes.
     """
     name = cls.__name__
     if not isinstance(meta_params, cls):
         raise TypeError(f"expected {name}, got {type(meta_params).__name__}")
-    size_shape = tuple(jnp.shape(getattr(meta_params, size_field)))
-    if len(size_shape) < 1 or size_shape[0] < 1:
-        raise ValueError(f"{name}.{size_field} must have a leading dimension n >= 1, "
-                         f"found shape {size_shape}")
-    size = size_shape[0]
+    fields = (size_field,) if isinstance(size_field, str) else size_field
+    sizes = []
+    for field in fields:
+        size_shape = tuple(jnp.shape(getattr(meta_params, field)))
+        if len(size_shape) < 1 or size_shape[0] < 1:
+            raise ValueError(f"{name}.{field} must have a leading dimension n >= 1, "
+                             f"found shape {size_shape}")
+        sizes.append(size_shape[0])
     found = {k: tuple(jnp.shape(v)) for k, v in meta_params._asdict().items()}
-    expected = expected_shapes(size)
+    expected = expected_shapes(*sizes)
     wrong = {k: (expected[k], found[k]) for k in expected if expected[k] != found[k]}
     if wrong:
         detail = "; ".join(f"{k}: expected {e}, found {f}" for k, (e, f) in wrong.items())
-        raise ValueError(f"{name} fields disagree about the size {size} (from {size_field}): "
-                         f"{detail}")
+        raise ValueError(f"{name} fields disagree about the sizes {tuple(sizes)} (from "
+                         f"{', '.join(fields)}): {detail}")
     for k, v in meta_params._asdict().items():
         if not jnp.issubdtype(jnp.result_type(v), jnp.floating):
             raise ValueError(f"{name}.{k} must be real floating point, found {jnp.result_type(v)}")
-    return size
+    return sizes[0] if isinstance(size_field, str) else tuple(sizes)
 
 
 def map_leaves(fn, num_outputs: int, tree, *rest) -> list:

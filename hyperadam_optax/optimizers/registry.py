@@ -6,12 +6,12 @@ Each optimizer module declares its :class:`~hyperadam_optax.optimizers.spec.Opti
 
 from __future__ import annotations
 
-from hyperadam_optax.optimizers import dm_optimizer, hyperadam, rnnprop
+from hyperadam_optax.optimizers import dm_optimizer, hyperadam, l2o_scale, rnnprop
 from hyperadam_optax.optimizers.spec import OptimizerSpec
 
 #: Canonical name -> spec.
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    spec.name: spec for spec in (hyperadam.SPEC, rnnprop.SPEC, dm_optimizer.SPEC)
+    spec.name: spec for spec in (hyperadam.SPEC, rnnprop.SPEC, dm_optimizer.SPEC, l2o_scale.SPEC)
 }
 
 _ALIASES = {alias: spec.name for spec in OPTIMIZERS.values() for alias in spec.aliases}

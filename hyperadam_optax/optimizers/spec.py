@@ -31,8 +31,9 @@ class OptimizerSpec:
     Attributes:
       name: canonical name (CLI, evaluation, shipped weights ``pretrained/{name}.npz``).
       params_type: the meta-parameter NamedTuple (saved and loaded by this name).
-      size_field: the field whose ``shape[0]`` is the size (J or the hidden width).
-      shapes: ``size -> {field: shape}``.
+      size_field: the field whose ``shape[0]`` is the size (J or the hidden width), or a
+        tuple of fields, one per size (e.g. L2O-Scale's timescales and three RNN widths).
+      shapes: ``(*sizes) -> {field: shape}``.
       init_meta_params: ``(key, **kwargs) -> params_type``.
       make: the alias ``(learning_rate, meta_params, **kwargs) -> optax transform``.
       default_learning_rate: ``make``'s default rate (its paper's step).
@@ -42,8 +43,8 @@ class OptimizerSpec:
 
     name: str
     params_type: type
-    size_field: str
-    shapes: Callable[[int], dict[str, tuple[int, ...]]]
+    size_field: str | tuple[str, ...]
+    shapes: Callable[..., dict[str, tuple[int, ...]]]
     init_meta_params: Callable[..., NamedTuple]
     make: Callable[..., optax.GradientTransformation]
     default_learning_rate: float
@@ -51,9 +52,10 @@ class OptimizerSpec:
     aliases: tuple[str, ...] = ()
 
     def expected_shapes(self, found: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        """Every field's expected shape, for the size read off ``found[size_field]``."""
-        dims = found.get(self.size_field, ())
-        return self.shapes(dims[0] if len(dims) >= 1 and dims[0] > 0 else 0)
+        """Every field's expected shape, for the sizes read off ``found[size_field]``."""
+        fields = (self.size_field,) if isinstance(self.size_field, str) else self.size_field
+        dims = [found.get(field, ()) for field in fields]
+        return self.shapes(*(d[0] if len(d) >= 1 and d[0] > 0 else 0 for d in dims))
 
 
 def require_meta_params(meta_params: Any, alias: str) -> None:

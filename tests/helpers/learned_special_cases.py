@@ -38,3 +38,22 @@ def dm_descent(hidden: int = 20) -> ha.DMParams:
     return ha.DMParams(theta_h1=k1, b_h1=b1, theta_h2=k2, b_h2=b2,
                        theta_out=jnp.zeros((hidden, 1)).at[0, 0].set(-3.0),
                        b_out=jnp.zeros((1,)))
+
+
+def l2o_scale_decaying_descent(rate: float = 0.005) -> ha.L2OScaleParams:
+    """Every RNN weight zero, the shortcut reading the fastest RMS-scaled momentum (decay 0.5,
+    ``asinh(a_1 / sqrt(ms_1))``), the log rate falling by ``rate`` per step from
+    ``exp(l + c) = 1``: normalised momentum descent whose step length is
+    ``learning_rate · e^{-rate·t}`` per unit-RMS direction."""
+    import math
+
+    import jax
+
+    zero = jax.tree.map(jnp.zeros_like, ha.init_l2o_scale_meta_params(jax.random.key(0)))
+    p = zero.param_cand_b.shape[0]
+    return zero._replace(
+        param_gate_b=jnp.zeros((2 * p,)).at[p:].set(-10.0),  # u = 0: h follows its input
+        shortcut_w=jnp.zeros_like(zero.shortcut_w).at[0].set(1.0),
+        lr_b=jnp.array(-rate), ms_decay_b=jnp.array(3.2),
+        lr_momentum_logit=jnp.array(-30.0),  # the kept rate is the step's
+        lr_offset=jnp.array(-math.log(1e-3)))  # cancels the default initial_log_lr

@@ -2,7 +2,8 @@
 
 Each entry of ``OPTIMIZERS`` maps a name to ``step size -> GradientTransformation`` built
 from fixed meta-parameters that are known to descend (HyperAdam's Adam warm start, the
-hand-built sign-descent RNNprop and DM of ``learned_special_cases``); the step size is
+hand-built sign-descent RNNprop and DM and decaying-step L2O-Scale of
+``learned_special_cases``); the step size is
 converted to each optimizer's own learning rate so that its largest step is about the same.
 Add an optimizer there and it gets the whole suite.
 """
@@ -16,7 +17,11 @@ import optax
 import pytest
 
 import hyperadam_optax as ha
-from tests.helpers.learned_special_cases import dm_descent, rnnprop_descent
+from tests.helpers.learned_special_cases import (
+    dm_descent,
+    l2o_scale_decaying_descent,
+    rnnprop_descent,
+)
 
 _WARM = ha.init_meta_params(jax.random.key(0), 20, "adam")
 
@@ -25,6 +30,7 @@ _SPECS = {
     "hyperadam": (ha.hyperadam, _WARM, 1.0),
     "rnnprop": (ha.rnnprop, rnnprop_descent(), 10.0),  # its step: 0.1 * lr * tanh(.)
     "dm": (ha.dm_optimizer, dm_descent(), 50.0),  # its step: 0.01 * lr * 3 * h2, |h2| < 0.64
+    "l2o_scale": (ha.l2o_scale, l2o_scale_decaying_descent(), 1.0),  # lr * e^{-0.005 t} * δ
 }
 
 def _scaled(step, c):

@@ -58,7 +58,8 @@ SCRIPT = textwrap.dedent("""
             where = (name, label, pos)
             assert got[-1]["w"].sharding.spec[pos] == "x", (where, got[-1]["w"].sharding)
             for field in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, dict)):
-                if isinstance(field, dict) and "w" in field and hasattr(field["w"], "sharding"):
+                if (isinstance(field, dict) and "w" in field and hasattr(field["w"], "sharding")
+                        and field["w"].ndim >= 3):  # per-leaf rows (L2O-Scale's) are replicated
                     spec_w = field["w"].sharding.spec
                     assert len(spec_w) > pos and spec_w[pos] == "x", (where, spec_w)
                     assert all(a is None for i, a in enumerate(spec_w) if i != pos), spec_w
