@@ -1,6 +1,6 @@
 """Speed of one meta-step (forward + backward + outer update) of each learned optimizer.
 
-Run: python benchmarks/meta_step.py [--optimizers hyperadam,rnnprop,dm] [--batch-sizes 1,4,8]
+Run: python benchmarks/meta_step.py [--optimizers hyperadam,rnnprop,dm,l2o_scale] [--batch-sizes 1,4,8]
 [--ablations]
 
 Each optimizer runs on its paper's training problem (HyperAdam, RNNprop: MNIST MLP 784-20-10
@@ -90,7 +90,7 @@ def measure(optimizer: str, batch: int, repeats: int, remat: bool, ablations: bo
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", default="1,4,8")
-    parser.add_argument("--optimizers", default="hyperadam,rnnprop,dm")
+    parser.add_argument("--optimizers", default="hyperadam,rnnprop,dm,l2o_scale")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-remat-too", action="store_true",
                         help="also time remat=False (store every intermediate)")

@@ -1,6 +1,6 @@
 """Throughput of a PES meta-step on the 8x8 digits MLP family, against the forward unroll.
 
-Run: python benchmarks/pes_throughput.py [--optimizers hyperadam,rnnprop] [--pairs 8]
+Run: python benchmarks/pes_throughput.py [--optimizers hyperadam,rnnprop,l2o_scale] [--pairs 8]
 [--unroll 20] [--repeats 5]
 
 For each learned optimizer on ``digits-mlp`` (MLP 64-32-10, 2,410 parameters), in one process:
@@ -57,7 +57,7 @@ def measure(name: str, pairs: int, unroll: int, repeats: int, gbps: float) -> di
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizers", default="hyperadam,rnnprop")
+    parser.add_argument("--optimizers", default="hyperadam,rnnprop,l2o_scale")
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)

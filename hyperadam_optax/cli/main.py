@@ -73,8 +73,10 @@ def _add_meta_train(sub) -> None:
     mt.add_argument("--task", default=None,
                     help="a task of the registry: mnist-mlp-rs (HyperAdam's and RNNprop's "
                          "problem), mnist-mlp-dm (DM's), mnist-mlp, mnist-mlp-mix (activation "
-                         "drawn per task), quadratic, or any evaluation task; default: the "
-                         "optimizer's paper's problem")
+                         "drawn per task), quadratic, or any evaluation task; or a task "
+                         "ensemble, one family drawn per meta-step: l2o-set (the L2O-Scale "
+                         "problem set), l2o-set-digits, or tasks separated by commas; "
+                         "default: the optimizer's paper's problem")
     mt.add_argument("--init", default="paper", choices=["paper", "adam"],
                     help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
                          "Adam warm start")

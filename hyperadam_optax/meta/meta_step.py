@@ -69,9 +69,13 @@ def init_meta_state(key: jax.Array, optimizer: LearnedOptimizer, family: TaskFam
     return shard_meta_state(state)
 
 
-def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig
+def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig,
+                   *, slot_index: int | None = None
                    ) -> Callable[[MetaState], tuple[MetaState, dict]]:
     """The jitted meta-step ``state -> (state, metrics)``.
+
+    ``slot_index``: the meta-state holds a tuple of slots, one per family of an ensemble
+    (:mod:`hyperadam_optax.meta.ensemble`); this step runs and updates ``slots[slot_index]``.
 
     Metrics: ``meta_loss`` (mean over slots), ``grad_norm`` (before clipping), ``finite``
     (whether the meta-gradient was applied), ``restarts`` (slots that began a new task).
@@ -84,8 +88,11 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
 
     def meta_step(state: MetaState):
         key = jax.random.fold_in(state.key, state.step)
+        own = state.slots if slot_index is None else state.slots[slot_index]
         loss, grads, slots, restarts = estimator.gradient(optimizer, family, config,
-                                                          state.meta_params, state.slots, key)
+                                                          state.meta_params, own, key)
+        if slot_index is not None:
+            slots = tuple(slots if i == slot_index else s for i, s in enumerate(state.slots))
         finite = all_finite(grads) & jnp.isfinite(loss)
         safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, outer_state = outer.update(safe_grads, state.outer_state, state.meta_params)

@@ -43,12 +43,18 @@ from hyperadam_optax.io.files import (
     save_pytree,
 )
 from hyperadam_optax.meta.config import MetaTrainConfig
+from hyperadam_optax.meta.ensemble import (
+    enable_compilation_cache,
+    init_ensemble_meta_state,
+    make_ensemble_evaluator,
+    make_ensemble_meta_step,
+)
 from hyperadam_optax.meta.learned import LearnedOptimizer, learned_optimizer
 from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.sharding import shard_meta_state
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 from hyperadam_optax.tasks.data import mnist_data
-from hyperadam_optax.tasks.registry import get_task
+from hyperadam_optax.tasks.registry import ensemble_members, get_task
 
 
 class RunConfigMismatchError(ValueError):
@@ -367,8 +373,9 @@ def with_recipe_defaults(config: MetaTrainConfig, learned: LearnedOptimizer) -> 
 
 
 def task_data(task: str, data_dir: str | None):
-    """``((x, y) or None, description)`` of the training data of ``task``."""
-    if not get_task(task).needs_data:
+    """``((x, y) or None, description)`` of the training data of ``task`` (a task, an
+    ensemble or a comma-separated list of tasks)."""
+    if not any(get_task(name).needs_data for name in ensemble_members(task)):
         return None, "none"
     d, description = mnist_data(data_dir, "train")
     return (d.x, d.y), description
@@ -386,6 +393,11 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                validation_tasks: int = 4, validation_metric: str = "mean",
                progress: bool = True, command: str | None = None, log=print) -> dict:
     """Run (or resume) meta-training; returns the card (also written to ``card.json``).
+
+    ``task``: a task of ``TASKS``, an ensemble of ``ENSEMBLES`` or comma-separated tasks; an
+    ensemble draws one family per meta-step (:mod:`~hyperadam_optax.meta.ensemble`), its
+    validation score is the mean over families of the log of each one's, and it turns on
+    the persistent compilation cache.
 
     ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
     paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
@@ -409,11 +421,15 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     learned = resolve_optimizer(optimizer, init, warm)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
+    members = ensemble_members(task)
     data, data_desc = task_data(task, data_dir)
-    family = get_task(task).build(data)
+    families = [get_task(name).build(data) for name in members]
     identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
                           data=data_desc, **warm, validation_metric=validation_metric,
                           validation_tasks=validation_tasks)
+    if len(members) > 1:
+        identity["ensemble"] = list(members)  # a changed ensemble cannot resume this run
+        enable_compilation_cache()
     start_from = None
     if init_from is not None:
         start_from = initial_meta_params(init_from, learned)
@@ -421,7 +437,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
     with locked_run_dir(out_dir):
-        return _run_locked(RunFiles(out_dir), learned, family, config, identity,
+        return _run_locked(RunFiles(out_dir), learned, families, config, identity,
                            resume=resume, seed=seed, meta_steps=meta_steps,
                            checkpoint_every=checkpoint_every, keep=keep,
                            validation_tasks=validation_tasks,
@@ -429,7 +445,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                            command=command, log=log, start_from=start_from)
 
 
-def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: MetaTrainConfig,
+def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, config: MetaTrainConfig,
                 identity: dict, *, resume: bool, seed: int, meta_steps: int,
                 checkpoint_every: int, keep: int, validation_tasks: int, validation_metric: str,
                 progress: bool, command: str | None, log, start_from=None) -> dict:
@@ -437,15 +453,23 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, family, config: Meta
     claim_run_dir(files, identity, resume)
     for path in remove_partial_files(files):
         log(f"removed {path}, a file a killed run left half-written")
-    run = restore(files, init_meta_state(jax.random.PRNGKey(seed), learned, family, config,
-                                         start_from), resume, identity, log)
+    key = jax.random.PRNGKey(seed)
+    if len(families) == 1:
+        initial = init_meta_state(key, learned, families[0], config, start_from)
+    else:
+        initial = init_ensemble_meta_state(key, learned, families, config, start_from)
+    run = restore(files, initial, resume, identity, log)
     if run.start >= meta_steps:
         raise ValueError(f"{files.out_dir} is already at meta-step {run.start}; ask for more "
                          f"than --meta-steps {meta_steps} to continue it (nothing was changed)")
-    meta_step = make_meta_step(learned, family, config)
-    evaluate = make_evaluator(learned, family, num_tasks=validation_tasks,
-                              steps=config.trajectory, seed=VALIDATION_SEED,
-                              metric=validation_metric)
+    evaluators = [make_evaluator(learned, family, num_tasks=validation_tasks,
+                                 steps=config.trajectory, seed=VALIDATION_SEED,
+                                 metric=validation_metric) for family in families]
+    if len(families) == 1:
+        meta_step, evaluate = make_meta_step(learned, families[0], config), evaluators[0]
+    else:
+        meta_step = make_ensemble_meta_step(learned, families, config)
+        evaluate = make_ensemble_evaluator(evaluators)
     commands = [*_previous_commands(files, run.start), command]
     commit = _git_commit()
 

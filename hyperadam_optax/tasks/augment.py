@@ -82,3 +82,35 @@ def random_scaling_with_convex(base: TaskFamily, *, r: float = 3.0, convex_dim: 
         sample_batch=lambda key, task: base.sample_batch(key, task["base"]),
         loss=loss,
     )
+
+
+def log_objective(base: TaskFamily, eps: float = 1e-6) -> TaskFamily:
+    """``log(f + eps) - log(eps)`` (L2O-Scale's LogObjective wrapper): the same minimiser, the
+    loss's scale compressed; ``f >= 0`` is assumed (as for every problem it wraps there)."""
+    return TaskFamily(
+        name=f"{base.name}-log",
+        sample_task=base.sample_task,
+        init=base.init,
+        sample_batch=base.sample_batch,
+        loss=lambda params, batch, task: (jnp.log(base.loss(params, batch, task) + eps)
+                                          - jnp.log(eps)),
+    )
+
+
+def sparse_gradient(base: TaskFamily, keep: float = 0.01) -> TaskFamily:
+    """Each gradient coordinate kept with probability ``keep``, else zeroed, independently at
+    every step (L2O-Scale's SparseProblem); the loss value is unchanged."""
+
+    def sample_batch(key, task):
+        k_base, k_mask = jax.random.split(key)
+        return {"base": base.sample_batch(k_base, task), "mask_key": k_mask}
+
+    def loss(params, batch, task):
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(batch["mask_key"], len(leaves))
+        masked = [jnp.where(jax.random.bernoulli(k, keep, x.shape), x, jax.lax.stop_gradient(x))
+                  for k, x in zip(keys, leaves)]
+        return base.loss(jax.tree.unflatten(treedef, masked), batch["base"], task)
+
+    return TaskFamily(f"{base.name}-sparse{keep:g}", base.sample_task, base.init, sample_batch,
+                      loss)

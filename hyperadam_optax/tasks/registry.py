@@ -11,7 +11,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from hyperadam_optax.tasks.augment import random_scaling, random_scaling_with_convex
+from hyperadam_optax.tasks import l2o_problems as l2o
+from hyperadam_optax.tasks.augment import (
+    log_objective,
+    random_scaling,
+    random_scaling_with_convex,
+    sparse_gradient,
+)
 from hyperadam_optax.tasks.base import TaskFamily
 from hyperadam_optax.tasks.cnn import mnist_cnn
 from hyperadam_optax.tasks.mlp import digits_mlp, mnist_mlp, mnist_mlp_mixture
@@ -56,6 +62,34 @@ TASKS: dict[str, TaskSpec] = {
     "digits-mlp-scaled": TaskSpec(lambda d: random_scaling(digits_mlp(), r=math.log(1000.0)),
                                   False, "the digits MLP with every coordinate rescaled by "
                                          "exp(U[-ln 1000, ln 1000]) per task"),
+    # The L2O-Scale problem set (Sec. 4.1 of its paper; tasks/l2o_problems.py), for ensembles.
+    "l2o-functions-2d": TaskSpec(lambda d: l2o.functions_2d(), False,
+                                 "the nine 2-D test functions (Rosenbrock, Ackley, ...), one "
+                                 "per task, gradient noise 0 or 1"),
+    "l2o-bowls": TaskSpec(lambda d: l2o.bowls(), False,
+                          "2-D bowls of condition 0.1, 1, 5 and 5 rotated, noise 0 or 0.1"),
+    "l2o-quadratic20": TaskSpec(lambda d: l2o.quadratic(20), False,
+                                "0.5 ||Wx - y||², 20-dim, W, y ~ N(0, 1)"),
+    "l2o-quadratic50-noisy": TaskSpec(lambda d: l2o.quadratic(50, noise=1.0), False,
+                                      "0.5 ||Wx - y||², 50-dim, gradient noise 1"),
+    "l2o-quadratic20-log": TaskSpec(lambda d: log_objective(l2o.quadratic(20)), False,
+                                    "log(f + 1e-6) - log(1e-6) of the 20-dim quadratic"),
+    "l2o-norm20": TaskSpec(lambda d: l2o.norm_problem(20, 1.0), False,
+                           "sum |Wx - y| (+1e-6), 20-dim"),
+    "l2o-logistic10": TaskSpec(lambda d: l2o.logistic_regression(10), False,
+                               "two-class logistic regression, 10 features, batch 100"),
+    "l2o-logistic100-noisy": TaskSpec(lambda d: l2o.logistic_regression(100, batch=20,
+                                                                        noise=1.0), False,
+                                      "logistic regression, 100 features, batch 20, noise 1"),
+    "l2o-logistic100-sparse": TaskSpec(
+        lambda d: sparse_gradient(l2o.logistic_regression(100, batch=50), keep=0.01), False,
+        "logistic regression, 100 features, 99% of gradient coordinates zeroed per step"),
+    "l2o-teacher-mlp": TaskSpec(lambda d: l2o.teacher_mlp_regression((16,)), False,
+                                "sigmoid MLP 8-16-1 fitting a random 6-layer ReLU net"),
+    "l2o-teacher-mlp-deep-scaled": TaskSpec(
+        lambda d: random_scaling(l2o.teacher_mlp_regression((16, 16, 16)), r=math.log(1000.0)),
+        False, "sigmoid MLP 8-16-16-16-1 fitting a random ReLU net, coordinates rescaled by "
+               "exp(U[-ln 1000, ln 1000])"),
     # Evaluation tasks (the paper's tables and figures).
     **{f"mlp-{a}": _mnist(lambda d, a=a: mnist_mlp(*d, activation=a),
                           f"MLP 784-20-10 {a} (Table 1)")
@@ -84,9 +118,31 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+#: Task ensembles for meta-training: a name -> the task families sampled per meta-step (one
+#: compiled program each). None of them is, or contains, a ``val-*`` family or a reported task.
+ENSEMBLES: dict[str, tuple[str, ...]] = {
+    "l2o-set": ("l2o-functions-2d", "l2o-bowls", "l2o-quadratic20", "l2o-quadratic50-noisy",
+                "l2o-quadratic20-log", "l2o-norm20", "l2o-logistic10", "l2o-logistic100-noisy",
+                "l2o-logistic100-sparse", "l2o-teacher-mlp", "l2o-teacher-mlp-deep-scaled"),
+}
+ENSEMBLES["l2o-set-digits"] = ENSEMBLES["l2o-set"] + ("digits-mlp", "digits-mlp-scaled")
+
+
+def ensemble_members(name: str) -> tuple[str, ...]:
+    """The task names of ensemble ``name``, of a comma-separated list of tasks, or ``(name,)``
+    for a single task; each is checked against :data:`TASKS`."""
+    names = ENSEMBLES.get(name) or tuple(n.strip() for n in name.split(","))
+    for n in names:
+        get_task(n)
+    if len(set(names)) != len(names):
+        raise ValueError(f"task list {name!r} names a task twice")
+    return names
+
+
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)} or an "
+                         f"ensemble {sorted(ENSEMBLES)}")
     return TASKS[name]
 
 

@@ -1,0 +1,65 @@
+"""Meta-training on a task ensemble: one family per meta-step, drawn reproducibly; families
+with different shapes; resume is exact; the ensemble is part of the run's identity."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import hyperadam_optax as ha
+from hyperadam_optax.meta import MetaTrainConfig, meta_train
+from hyperadam_optax.meta.ensemble import family_of_step
+
+ENSEMBLE = "quadratic,l2o-bowls"  # 10-dim and 2-dim parameters: two compiled meta-steps
+
+
+@pytest.fixture(autouse=True)
+def _restore_compilation_cache():
+    """An ensemble run turns the persistent cache on for the process: off again afterwards."""
+    before = jax.config.jax_compilation_cache_dir
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def _run(out, steps, **kw):
+    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
+                             meta_loss="log_ratio")
+    return meta_train(optimizer="l2o_scale", task=ENSEMBLE, config=config, meta_steps=steps,
+                      out_dir=str(out), validation_tasks=2, progress=False, checkpoint_every=3,
+                      log=lambda *_: None, **kw)
+
+
+def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
+    _run(tmp_path / "full", 8)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text()
+            .splitlines()]
+    drawn = [r["family"] for r in rows if "family" in r]
+    key = jax.random.PRNGKey(0)
+    # The family of each step is the run's draw (run key = the 2nd of split(seed key)).
+    run_key = jax.random.split(key, 4)[1]
+    assert drawn == [int(family_of_step(run_key, s, 2)) for s in range(8)]
+    assert set(drawn) == {0, 1}
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["ensemble"] == ["quadratic", "l2o-bowls"]
+    vals = [r["validation_loss"] for r in rows if "validation_loss" in r]
+    assert all(np.isfinite(vals))
+
+    _run(tmp_path / "split", 5)
+    _run(tmp_path / "split", 8, resume=True)
+    jax.tree.map(np.testing.assert_array_equal,
+                 ha.load_meta_params(tmp_path / "full" / "meta_params.npz"),
+                 ha.load_meta_params(tmp_path / "split" / "meta_params.npz"))
+    assert any((tmp_path / "cache").iterdir())  # the persistent compilation cache is used
+
+
+def test_resume_refuses_another_ensemble(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
+    _run(tmp_path / "run", 2)
+    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
+                             meta_loss="log_ratio")
+    with pytest.raises(ValueError, match="different configuration"):
+        meta_train(optimizer="l2o_scale", task="quadratic,l2o-functions-2d", config=config,
+                   meta_steps=4, out_dir=str(tmp_path / "run"), validation_tasks=2,
+                   progress=False, resume=True, log=lambda *_: None)
