@@ -127,7 +127,13 @@ def _add_meta_train(sub) -> None:
     mt.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     mt.add_argument("--checkpoint-every", type=_positive_int, default=100)
     mt.add_argument("--keep", type=_positive_int, default=3, help="last checkpoints kept")
-    mt.add_argument("--validation-tasks", type=_positive_int, default=4)
+    mt.add_argument("--validation-tasks", type=_positive_int, default=4,
+                    help="fixed tasks per validation family")
+    mt.add_argument("--validate-on", default=None,
+                    help="families that score checkpoints instead of the training ones: "
+                         "'validation' (the val-* families, in no training ensemble) or "
+                         "tasks separated by commas; several are scored as the mean log of "
+                         "each one's score")
     mt.add_argument("--validation-metric", choices=VALIDATION_METRICS, default="mean",
                     help="checkpoint score on the validation tasks: mean loss over the "
                          "trajectory, or the final parameters' loss (the tables' protocol)")
@@ -227,6 +233,7 @@ def _meta_train(args, argv) -> None:
                data_dir=args.data_dir, resume=args.resume,
                checkpoint_every=args.checkpoint_every, keep=args.keep,
                validation_tasks=args.validation_tasks, validation_metric=args.validation_metric,
+               validate_on=args.validate_on,
                progress=not args.no_progress, command=command)
 
 

@@ -20,7 +20,7 @@ from hyperadam_optax.io.pretrained import load_pretrained
 from hyperadam_optax.optimizers import registry
 from hyperadam_optax.tasks.base import TaskFamily
 from hyperadam_optax.tasks.data import mnist_data
-from hyperadam_optax.tasks.registry import get_task
+from hyperadam_optax.tasks.registry import VALIDATION_FAMILIES, get_task
 
 #: Suite -> task names. "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer
 #: runs; "generalisation" (Table 3) trains on the training images and scores held-out ones.
@@ -33,8 +33,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "generalisation": ("mlp-sigmoid", "cnn1", "cnn2"),
     # Tasks of no paper and no meta-training family: where checkpoints and settings are
     # chosen, scored as users score (final loss at their horizon, against tuned Adam).
-    "validation": ("val-digits-tanh-wide", "val-digits-gelu-deep", "val-digits-linear",
-                   "val-mnist-silu-wide", "val-noisy-quadratic"),
+    "validation": VALIDATION_FAMILIES,
 }
 
 

@@ -391,13 +391,16 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                out_dir: str = "runs/meta-train", data_dir: str | None = None,
                resume: bool = False, checkpoint_every: int = 100, keep: int = 3,
                validation_tasks: int = 4, validation_metric: str = "mean",
+               validate_on: str | None = None,
                progress: bool = True, command: str | None = None, log=print) -> dict:
     """Run (or resume) meta-training; returns the card (also written to ``card.json``).
 
     ``task``: a task of ``TASKS``, an ensemble of ``ENSEMBLES`` or comma-separated tasks; an
     ensemble draws one family per meta-step (:mod:`~hyperadam_optax.meta.ensemble`), its
     validation score is the mean over families of the log of each one's, and it turns on
-    the persistent compilation cache.
+    the persistent compilation cache. ``validate_on``: the families that score checkpoints
+    instead of the training ones (``"validation"``: the validation families no training
+    ensemble contains, or tasks separated by commas), scored the same way.
 
     ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
     paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
@@ -430,6 +433,12 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     if len(members) > 1:
         identity["ensemble"] = list(members)  # a changed ensemble cannot resume this run
         enable_compilation_cache()
+    validation_families = families
+    if validate_on is not None:
+        names = ensemble_members(validate_on)
+        identity["validate_on"] = list(names)
+        val_data, _ = task_data(",".join(names), data_dir)
+        validation_families = [get_task(name).build(val_data) for name in names]
     start_from = None
     if init_from is not None:
         start_from = initial_meta_params(init_from, learned)
@@ -437,7 +446,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
     with locked_run_dir(out_dir):
-        return _run_locked(RunFiles(out_dir), learned, families, config, identity,
+        return _run_locked(RunFiles(out_dir), learned, families, validation_families, config,
+                           identity,
                            resume=resume, seed=seed, meta_steps=meta_steps,
                            checkpoint_every=checkpoint_every, keep=keep,
                            validation_tasks=validation_tasks,
@@ -445,7 +455,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                            command=command, log=log, start_from=start_from)
 
 
-def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, config: MetaTrainConfig,
+def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, validation_families,
+                config: MetaTrainConfig,
                 identity: dict, *, resume: bool, seed: int, meta_steps: int,
                 checkpoint_every: int, keep: int, validation_tasks: int, validation_metric: str,
                 progress: bool, command: str | None, log, start_from=None) -> dict:
@@ -464,12 +475,12 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, config: Me
                          f"than --meta-steps {meta_steps} to continue it (nothing was changed)")
     evaluators = [make_evaluator(learned, family, num_tasks=validation_tasks,
                                  steps=config.trajectory, seed=VALIDATION_SEED,
-                                 metric=validation_metric) for family in families]
+                                 metric=validation_metric) for family in validation_families]
+    evaluate = evaluators[0] if len(evaluators) == 1 else make_ensemble_evaluator(evaluators)
     if len(families) == 1:
-        meta_step, evaluate = make_meta_step(learned, families[0], config), evaluators[0]
+        meta_step = make_meta_step(learned, families[0], config)
     else:
         meta_step = make_ensemble_meta_step(learned, families, config)
-        evaluate = make_ensemble_evaluator(evaluators)
     commands = [*_previous_commands(files, run.start), command]
     commit = _git_commit()
 

@@ -127,11 +127,19 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {
 }
 ENSEMBLES["l2o-set-digits"] = ENSEMBLES["l2o-set"] + ("digits-mlp", "digits-mlp-scaled")
 
+#: The validation families: no paper reports them and no ensemble contains them; checkpoints
+#: and settings are chosen on them (the evaluation suite "validation", ``meta-train
+#: --validate-on validation``).
+VALIDATION_FAMILIES = ("val-digits-tanh-wide", "val-digits-gelu-deep", "val-digits-linear",
+                       "val-mnist-silu-wide", "val-noisy-quadratic")
+
 
 def ensemble_members(name: str) -> tuple[str, ...]:
-    """The task names of ensemble ``name``, of a comma-separated list of tasks, or ``(name,)``
-    for a single task; each is checked against :data:`TASKS`."""
-    names = ENSEMBLES.get(name) or tuple(n.strip() for n in name.split(","))
+    """The task names of ensemble ``name`` (or ``"validation"``: :data:`VALIDATION_FAMILIES`),
+    of a comma-separated list of tasks, or ``(name,)`` for a single task; each is checked
+    against :data:`TASKS`."""
+    named = {**ENSEMBLES, "validation": VALIDATION_FAMILIES}
+    names = named.get(name) or tuple(n.strip() for n in name.split(","))
     for n in names:
         get_task(n)
     if len(set(names)) != len(names):

@@ -63,3 +63,27 @@ def test_resume_refuses_another_ensemble(tmp_path, monkeypatch):
         meta_train(optimizer="l2o_scale", task="quadratic,l2o-functions-2d", config=config,
                    meta_steps=4, out_dir=str(tmp_path / "run"), validation_tasks=2,
                    progress=False, resume=True, log=lambda *_: None)
+
+
+def test_validate_on_other_families(tmp_path):
+    """Checkpoints scored on families that are not trained on: the score is the mean log of
+    each family's, recorded in the run's identity."""
+    from hyperadam_optax.meta.learned import learned_optimizer
+    from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
+    from hyperadam_optax.tasks import make_task
+
+    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
+                             meta_loss="log_ratio")
+    card = meta_train(optimizer="l2o_scale", task="quadratic", config=config, meta_steps=2,
+                      out_dir=str(tmp_path / "run"), validation_tasks=2, progress=False,
+                      checkpoint_every=2, validate_on="l2o-bowls,val-digits-linear",
+                      log=lambda *_: None)
+    identity = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert identity["validate_on"] == ["l2o-bowls", "val-digits-linear"]
+    learned = learned_optimizer("l2o_scale")
+    theta = ha.load_meta_params(tmp_path / "run" / "meta_params.npz")
+    scores = [make_evaluator(learned, make_task(name), num_tasks=2, steps=10,
+                             seed=VALIDATION_SEED)(theta)
+              for name in ("l2o-bowls", "val-digits-linear")]
+    assert card["final_validation_loss"] == pytest.approx(float(np.mean(np.log(scores))),
+                                                          rel=1e-5)
