@@ -237,12 +237,33 @@ def _meta_train(args, argv) -> None:
                progress=not args.no_progress, command=command)
 
 
+#: XLA:CPU's multi-threaded Eigen pool has been seen to wedge for good on large vmapped
+#: programs (all workers idle, the result never ready: twice here in ``evaluate`` while a
+#: meta-training process shared the CPU; also reported in PyAutoLabs/PyAutoFit#1530, where
+#: this flag removed it). The evaluation's vmapped runs are such programs.
+_EVALUATE_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
+
+
+def _single_threaded_eigen() -> None:
+    """Add :data:`_EVALUATE_XLA_FLAG` to ``XLA_FLAGS`` unless the user set that flag; only
+    possible before JAX's backend starts (``import hyperadam_optax`` does not start it)."""
+    import os
+
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags and not xla_bridge._backends:
+        os.environ["XLA_FLAGS"] = f"{flags} {_EVALUATE_XLA_FLAG}".strip()
+
+
 def main(argv=None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        _single_threaded_eigen()
     if args.command == "demo":
         from hyperadam_optax.cli.demo import run_demo
 

@@ -43,3 +43,20 @@ def test_demo_table_flags_diverged_runs():
     curves = {"steady": np.stack([2.0 / steps] * 3), "blows up": np.stack([0.1 * steps] * 3)}
     table = loss_table(curves)
     assert "DIVERGED" in table and "blows up: 3 of 3 runs" in table and "steady:" not in table
+
+
+def test_evaluate_runs_xla_cpu_eigen_single_threaded_unless_the_user_chose():
+    """The guard against XLA:CPU's wedged Eigen pool (cli/main.py) is set before JAX starts,
+    and a user's own setting of the flag is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from hyperadam_optax.cli.main import _single_threaded_eigen; "
+            "_single_threaded_eigen(); import os; print(os.environ['XLA_FLAGS'])")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "--xla_cpu_multi_thread_eigen=false", out.stderr
+    env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=true"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "--xla_cpu_multi_thread_eigen=true", out.stderr
