@@ -105,6 +105,9 @@ def _add_meta_train(sub) -> None:
                     help="decay the meta learning rate by a cosine to a tenth over --meta-steps")
     mt.add_argument("--unroll", type=_positive_int, default=20)
     mt.add_argument("--trajectory", type=_positive_int, default=100)
+    mt.add_argument("--min-trajectory", type=_positive_int, default=None,
+                    help="draw each task's horizon log-uniformly from [MIN, --trajectory] "
+                         "(default: every task runs --trajectory steps)")
     mt.add_argument("--meta-loss", choices=META_LOSSES, default=None,
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--second-order", action="store_true",
@@ -219,6 +222,7 @@ def _meta_train(args, argv) -> None:
 
     config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
                              trajectory=args.trajectory, meta_loss=args.meta_loss,
+                             min_trajectory=args.min_trajectory,
                              second_order=args.second_order, meta_lr=args.meta_lr,
                              clip_norm=args.clip_norm, task_chunk=args.task_chunk,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,

@@ -25,6 +25,10 @@ class MetaTrainConfig:
       sigma: standard deviation of the ES/PES perturbations of the meta-parameters.
       unroll: optimizee steps per truncation (20).
       trajectory: optimizee steps before a slot starts a new task (100 = 5 truncations).
+      min_trajectory: if set, each new task's horizon is drawn log-uniformly from
+        ``[min_trajectory, trajectory]`` (rounded down to a multiple of ``unroll``; L2O-Scale
+        and Celo vary horizons so the optimizer cannot rely on one length); ``None``: every
+        task runs ``trajectory`` steps.
       meta_loss: ``"mean"`` of the pre-update losses of a truncation, ``"last"`` loss,
         ``"sum"``, or ``"log_ratio"``: mean of ``log(f_t / (f_0 + 1e-6) + 1e-6)`` with f_0 the
         trajectory's first loss (Wichrowska et al. 2017), or ``"final"``: the loss of the
@@ -58,6 +62,7 @@ class MetaTrainConfig:
     estimator: str = "tbptt"
     num_particles: int = 8
     sigma: float = 0.01
+    min_trajectory: int | None = None
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -79,6 +84,11 @@ class MetaTrainConfig:
         if self.trajectory % self.unroll:
             raise ValueError(f"trajectory ({self.trajectory}) must be a multiple of unroll "
                              f"({self.unroll})")
+        if self.min_trajectory is not None and (
+                not isinstance(self.min_trajectory, int)
+                or not self.unroll <= self.min_trajectory <= self.trajectory):
+            raise ValueError(f"min_trajectory must be None or an int in [unroll, trajectory] = "
+                             f"[{self.unroll}, {self.trajectory}], got {self.min_trajectory!r}")
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not 0 < self.meta_lr <= 1:

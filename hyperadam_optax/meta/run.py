@@ -118,7 +118,8 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
     another ``task_chunk`` is equal to an uninterrupted one up to float rounding, not
     bit-for-bit. ``validation_metric`` is recorded only when it is not the default
     ``"mean"``; so are ``warm_start_betas`` and ``warm_start_decay`` only when given."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"}
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"
+              and not (k == "min_trajectory" and v is None)}  # old runs' identities stand
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
     if warm_start_betas is not None:
         extra["warm_start_betas"] = list(warm_start_betas)

@@ -9,6 +9,7 @@ and how the result is differentiated, perturbed or restarted is the estimator's 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -54,6 +55,20 @@ def spread_slots(key_slots: jax.Array, key_offsets: jax.Array, optimizer: Learne
     offsets = config.unroll * (jax.random.permutation(key_offsets, count) % n_trunc)
     return jax.vmap(lambda k, s: fresh_slot(optimizer, family, meta_params, k, s))(
         jax.random.split(key_slots, count), offsets)
+
+
+def start_step(config: MetaTrainConfig, key: jax.Array):
+    """The trajectory step a new task starts at: 0, or, with ``config.min_trajectory``,
+    ``trajectory - H`` for a horizon ``H`` drawn log-uniformly from ``[min_trajectory,
+    trajectory]`` and rounded down to a multiple of ``unroll`` (the slot then restarts after
+    ``H`` steps, its step counting up to ``trajectory`` as always)."""
+    if config.min_trajectory is None:
+        return 0
+    log_h = jax.random.uniform(jax.random.fold_in(key, 1), (), minval=math.log(
+        config.min_trajectory), maxval=math.log(config.trajectory + 1))
+    h = jnp.clip(jnp.floor(jnp.exp(log_h) / config.unroll) * config.unroll,
+                 config.min_trajectory // config.unroll * config.unroll, config.trajectory)
+    return (config.trajectory - h).astype(jnp.int32)
 
 
 def all_finite(tree) -> jax.Array:
@@ -102,7 +117,8 @@ def truncation(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrai
                      lambda: final_loss(family, params, slot.task, keys[: config.unroll]))
     carried = TaskSlot(slot.task, params, opt_state, slot.step + config.unroll, first_loss,
                        keys[-1])
-    fresh = fresh_slot(optimizer, family, jax.lax.stop_gradient(meta_params), keys[-2], 0)
+    fresh = fresh_slot(optimizer, family, jax.lax.stop_gradient(meta_params), keys[-2],
+                       start_step(config, keys[-2]))
     return Truncation(loss, losses, carried, fresh)
 
 

@@ -103,6 +103,38 @@ def test_slots_restart_after_their_trajectory():
     assert int(metrics["restarts"]) == int(np.sum(after == 0))
 
 
+def test_drawn_horizons_are_log_uniform_multiples_of_the_unroll():
+    """With min_trajectory, a new task starts at step trajectory - H: it restarts after H steps,
+    H a multiple of the unroll in [min_trajectory, trajectory], log-uniform."""
+    from hyperadam_optax.meta.truncation import start_step
+
+    config = mt.MetaTrainConfig(unroll=10, trajectory=2000, min_trajectory=100)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    h = config.trajectory - np.asarray(jax.vmap(lambda k: start_step(config, k))(keys))
+    assert h.min() >= 100 and h.max() <= 2000 and np.all(h % 10 == 0)
+    # log-uniform: half of the horizons below the geometric midpoint sqrt(100 * 2000) = 447
+    assert abs(np.mean(h < 447) - 0.5) < 0.04
+    assert start_step(mt.MetaTrainConfig(), keys[0]) == 0  # off: every task starts at 0
+    with pytest.raises(ValueError, match="min_trajectory"):
+        mt.MetaTrainConfig(unroll=10, trajectory=100, min_trajectory=5)
+
+    # In a meta-step: restarted slots start at trajectory - H and run H steps.
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    config = mt.MetaTrainConfig(num_tasks=8, unroll=5, trajectory=40, min_trajectory=5)
+    state = mt.init_meta_state(jax.random.PRNGKey(3), opt, family, config)
+    step = mt.make_meta_step(opt, family, config)
+    starts = set()
+    for _ in range(12):
+        before = np.asarray(state.slots.step)
+        state, _ = step(state)
+        after = np.asarray(state.slots.step)
+        restarted = before + 5 >= 40
+        starts |= set(after[restarted].tolist())
+        np.testing.assert_array_equal(after[~restarted], before[~restarted] + 5)
+    assert len(starts) > 1 and all(s % 5 == 0 and 0 <= s <= 35 for s in starts)
+
+
 def test_non_finite_meta_gradient_is_skipped():
     opt = _tiny_hyperadam()
     family = tasks.random_quadratics(3)
