@@ -54,6 +54,7 @@ def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypat
     assert any((tmp_path / "cache").iterdir())  # the persistent compilation cache is used
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_ensemble(tmp_path, monkeypatch):
     monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
     _run(tmp_path / "run", 2)
@@ -65,6 +66,7 @@ def test_resume_refuses_another_ensemble(tmp_path, monkeypatch):
                    progress=False, resume=True, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_validate_on_other_families(tmp_path):
     """Checkpoints scored on families that are not trained on: the score is the mean log of
     each family's, recorded in the run's identity."""

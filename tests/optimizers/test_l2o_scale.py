@@ -74,6 +74,7 @@ def test_meta_gradient_matches_finite_differences(x64):
     assert_grad_matches_finite_differences(meta_loss, theta, seed=6, min_abs=1e-4)
 
 
+@pytest.mark.slow
 def test_every_field_gets_a_meta_gradient():
     theta = _theta(7)
     params = _params()

@@ -56,7 +56,8 @@ def test_consumers_read_the_registry(spec):
 
 
 def test_names_and_aliases():
-    assert list(OPTIMIZERS) == ["hyperadam", "rnnprop", "dm_optimizer"]
+    assert list(OPTIMIZERS) == ["hyperadam", "rnnprop", "dm_optimizer", "l2o_scale"]
     assert get_optimizer("dm") is get_optimizer("dm_optimizer")
+    assert get_optimizer("l2o-scale") is get_optimizer("l2o_scale")
     with pytest.raises(ValueError, match="unknown learned optimizer 'lion'; expected one of"):
         get_optimizer("lion")

@@ -93,6 +93,7 @@ def test_bad_names():
         ensemble_members("l2o-bowls,l2o-bowls")
 
 
+@pytest.mark.slow
 def test_every_ensemble_family_runs_batched_and_jitted():
     """Each family of every ensemble: a batch of tasks drawn, initialised, one minibatch loss
     and gradient, all finite, under jit(vmap)."""
