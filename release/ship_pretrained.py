@@ -13,6 +13,7 @@ metadata) and ``hyperadam_optax/pretrained/{name}.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -42,8 +43,29 @@ def _write_card(name: str, card: dict, meta_params=None) -> None:
     (PRETRAINED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
+def _init_from(run_card: dict, init_from_run: str | None) -> dict:
+    """Where a run started with ``--init-from`` took its meta-parameters: the earlier run's
+    command and chosen step, checked against the SHA-256 in the run's config."""
+    sha = run_card["config"].get("init_from_sha256")
+    if sha is None:
+        return {}
+    if init_from_run is None:
+        raise SystemExit("the run started from a file (--init-from): pass --init-from-run DIR, "
+                         "the run whose best_meta_params.npz it was")
+    path = os.path.join(init_from_run, "best_meta_params.npz")
+    with open(path, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() != sha:
+            raise SystemExit(f"{path} is not the file the run started from (SHA-256 differs)")
+    with open(os.path.join(init_from_run, "card.json")) as f:
+        earlier = json.load(f)
+    return {"init_from": {"run": init_from_run, "file": "best_meta_params.npz", "sha256": sha,
+                          "commands": earlier.get("commands", [earlier["command"]]),
+                          "best": earlier["best"]}}
+
+
 def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None = None,
-                 rule: str | None = None, scores: dict[int, float] | None = None) -> None:
+                 rule: str | None = None, scores: dict[int, float] | None = None,
+                 init_from_run: str | None = None) -> None:
     """Ship the run's best checkpoint by its own validation, or ``checkpoint`` (a meta-step
     whose ``checkpoints/ckpt_*.npz`` is kept) chosen by ``rule`` as the lowest of ``scores``
     (meta-step -> score); rule and scores go on the card."""
@@ -65,7 +87,7 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
                 "family, seed VALIDATION_SEED; no reported test task)")
     else:
         meta_params = meta_params_from_checkpoint(
-            os.path.join(run, "checkpoints", f"ckpt_{checkpoint:08d}.npz"))
+            os.path.join(run, "checkpoints", f"ckpt_{checkpoint:08d}.npz"), name)
         chosen = {"step": checkpoint, "validation_loss": next(
             r["validation_loss"] for r in rows if r["step"] == checkpoint and "validation_loss" in r)}
     card = {
@@ -88,6 +110,7 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
         "commit": commit,
         "jax": run_card["jax"],
         "devices": run_card["devices"],
+        **_init_from(run_card, init_from_run),
         "evaluation": {},
     }
     PRETRAINED_DIR.mkdir(exist_ok=True)
@@ -134,6 +157,8 @@ def main() -> None:
     w.add_argument("--rule", default=None, help="how --checkpoint was chosen (for the card)")
     w.add_argument("--scores", default=None, metavar="STEP:SCORE,...",
                    help="the scores of --rule per meta-step (--checkpoint must be the lowest)")
+    w.add_argument("--init-from-run", default=None,
+                   help="for a run started with --init-from: the run whose best weights it took")
     w.add_argument("--commit", default=None,
                    help="commit of the code the run used (default: the one its card records)")
     s = sub.add_parser("scores")
@@ -145,7 +170,8 @@ def main() -> None:
     if args.what == "weights":
         scores = None if args.scores is None else {
             int(k): float(v) for k, v in (item.split(":") for item in args.scores.split(","))}
-        ship_weights(args.run, args.name, args.commit, args.checkpoint, args.rule, scores)
+        ship_weights(args.run, args.name, args.commit, args.checkpoint, args.rule, scores,
+                     args.init_from_run)
     else:
         add_scores(args.name, args.label, args.evaluation, args.command)
 
