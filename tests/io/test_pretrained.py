@@ -11,24 +11,21 @@ import pytest
 import hyperadam_optax as ha
 from hyperadam_optax.evaluation import run_protocol
 from hyperadam_optax.io import pretrained as _pretrained
+from hyperadam_optax.optimizers import OPTIMIZERS
 from hyperadam_optax.tasks import mnist_mlp
 from hyperadam_optax.tasks.data import mnist_5k_split
-
-FACTORIES = {"hyperadam": ha.hyperadam, "rnnprop": ha.rnnprop, "dm_optimizer": ha.dm_optimizer}
-CLASSES = {"hyperadam": ha.HyperAdamParams, "rnnprop": ha.RNNpropParams,
-           "dm_optimizer": ha.DMParams}
 
 
 @pytest.mark.parametrize("name", _pretrained.PRETRAINED)
 def test_shipped_weights_load_without_pickle_and_are_the_default(name):
     theta = ha.load_pretrained(name)
-    assert isinstance(theta, CLASSES[name])
+    assert isinstance(theta, OPTIMIZERS[name].params_type)
     path = _pretrained.pretrained_path(name)
     with zipfile.ZipFile(path) as z:  # plain arrays: no pickled object inside
         assert all(n.endswith(".npy") for n in z.namelist())
     params = {"w": jax.random.normal(jax.random.key(0), (5, 3))}
     grads = {"w": jax.random.normal(jax.random.key(1), (5, 3))}
-    default, explicit = FACTORIES[name](), FACTORIES[name](meta_params=theta)
+    default, explicit = getattr(ha, name)(), getattr(ha, name)(meta_params=theta)
     u1, _ = default.update(grads, default.init(params), params)
     u2, _ = explicit.update(grads, explicit.init(params), params)
     np.testing.assert_array_equal(u1["w"], u2["w"])
@@ -98,7 +95,7 @@ def test_pretrained_hyperadam_beats_adam_at_its_table1_rates_on_unreported_seeds
 def test_pretrained_optimizers_do_not_diverge_over_2000_steps(name):
     train = mnist_5k_split()[0]
     family = mnist_mlp(train.x, train.y)
-    curve = run_protocol(lambda _: FACTORIES[name](), family, steps=2000, runs=2, seed=7).curve
+    curve = run_protocol(lambda _: getattr(ha, name)(), family, steps=2000, runs=2, seed=7).curve
     assert np.all(np.isfinite(curve))
     assert curve[:, -100:].mean() < 0.5 * curve[:, :10].mean()
     late, mid = curve[:, -100:].mean(), curve[:, 900:1000].mean()
