@@ -30,6 +30,7 @@ def _run(out, steps, **kw):
                       log=lambda *_: None, **kw)
 
 
+@pytest.mark.slow
 def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
     _run(tmp_path / "full", 8)

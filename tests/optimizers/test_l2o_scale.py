@@ -51,6 +51,7 @@ def test_matches_float64_reference(x64):
         np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_meta_gradient_matches_finite_differences(x64):
     theta = _theta(5, jnp.float64, param_size=3, tensor_size=4, global_size=3, timescales=3)
     target = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([[0.3, -0.7]])}
