@@ -103,6 +103,7 @@ def test_slots_restart_after_their_trajectory():
     assert int(metrics["restarts"]) == int(np.sum(after == 0))
 
 
+@pytest.mark.slow
 def test_drawn_horizons_are_log_uniform_multiples_of_the_unroll():
     """With min_trajectory, a new task starts at step trajectory - H: it restarts after H steps,
     H a multiple of the unroll in [min_trajectory, trajectory], log-uniform."""

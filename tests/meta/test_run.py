@@ -196,6 +196,7 @@ def test_resume_repairs_a_best_checkpoint_left_stale_by_a_kill(tmp_path):
         expected
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_validation_tasks_and_fewer_meta_steps(tmp_path):
     out = tmp_path / "run"
     assert _cli(*QUICK, "--meta-steps", "3", "--out-dir", str(out)).returncode == 0

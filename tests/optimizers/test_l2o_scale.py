@@ -94,6 +94,7 @@ def test_every_field_gets_a_meta_gradient():
     assert silent == [], silent
 
 
+@pytest.mark.slow
 def test_steps_do_not_depend_on_the_gradient_scale(x64):
     """Its inputs are ratios and differences of logs of the moments, the direction is
     normalised: a problem whose gradients are 1e2x or 1e5x larger gets the same steps (at
