@@ -57,7 +57,7 @@ def test_documented_commands_parse(path):
 
 def test_readme_is_a_users_page():
     text = README.read_text()
-    assert len(text.encode()) <= 15 * 1024
+    assert len(text.encode()) <= 15_000
     first = _blocks(README, "bash")[:2]
     assert text.index("## Quickstart") < text.index("```bash")
     assert first[0].strip().endswith("hyperadam-optax demo")
