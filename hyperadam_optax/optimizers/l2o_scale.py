@@ -289,6 +289,7 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
                        / max(sum(l.size for l in fields[2]), 1))
         param_bias_global = glob @ w.global_to_param_w + w.global_to_param_b
         tensor_bias = glob @ w.global_to_tensor_w + w.global_to_tensor_b
+        lr_momentum = sigmoid(w.lr_momentum_logit)
 
         steps, new_fields, new_tensors = [], [], []
         for g, momentum, ms, log_lr, h, tensor in zip(grads, *fields):
@@ -307,8 +308,7 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
             rms = jnp.sqrt(jnp.sum(jnp.square(direction)) / max(direction.size, 1) + 1e-16)
             direction = direction / rms
             step_log_lr = clip_straight_through(log_lr + h @ w.lr_w + w.lr_b, LOG_LR_CLIP)
-            m = sigmoid(w.lr_momentum_logit)
-            log_lr = m * log_lr + (1 - m) * step_log_lr
+            log_lr = lr_momentum * log_lr + (1 - lr_momentum) * step_log_lr
             steps.append((jnp.exp(step_log_lr + w.lr_offset) * direction).astype(g.dtype))
             new_fields.append([a.astype(sd) for a in (momentum, ms, log_lr, h)])
 

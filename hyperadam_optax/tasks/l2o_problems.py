@@ -23,12 +23,14 @@ def noisy_gradient_term(x: jax.Array, noise: jax.Array) -> jax.Array:
     return term - jax.lax.stop_gradient(term)
 
 
-def _vector_family(name: str, dim: int, sample_task, objective, noise: float,
+def _vector_family(name: str, dim: int, sample_task, objective, noise: float | None,
                    init=None) -> TaskFamily:
-    """A family over one parameter vector ``x`` of ``dim`` with gradient noise ``noise``."""
+    """A family over one parameter vector ``x`` of ``dim`` with gradient noise ``noise``
+    (``None``: each task's own level, ``task["noise"]``)."""
 
     def sample_batch(key, task):
-        return noise * jax.random.normal(key, (dim,))
+        level = task["noise"] if noise is None else noise
+        return level * jax.random.normal(key, (dim,))
 
     return TaskFamily(
         name=name,
@@ -73,14 +75,8 @@ def bowls(noise_levels: tuple[float, ...] = (0.0, 0.1)) -> TaskFamily:
         return {"m": mats[jax.random.randint(kb, (), 0, len(BOWLS))],
                 "noise": levels[jax.random.randint(kn, (), 0, len(noise_levels))]}
 
-    return TaskFamily(
-        name="l2o-bowls",
-        sample_task=sample_task,
-        init=lambda key, task: {"x": jax.random.normal(key, (2,))},
-        sample_batch=lambda key, task: task["noise"] * jax.random.normal(key, (2,)),
-        loss=lambda params, batch, task: (0.5 * jnp.sum(jnp.square(task["m"] @ params["x"]))
-                                          + noisy_gradient_term(params["x"], batch)),
-    )
+    return _vector_family("l2o-bowls", 2, sample_task,
+                          lambda x, task: 0.5 * jnp.sum(jnp.square(task["m"] @ x)), None)
 
 
 def norm_problem(dim: int, power: float = 1.0) -> TaskFamily:
@@ -182,14 +178,8 @@ def functions_2d(names: tuple[str, ...] = tuple(FUNCTIONS_2D),
         uniform = jax.random.uniform(ku, (2,), minval=lo[i], maxval=hi[i])
         return {"x": jnp.where(gaussian[i], jax.random.normal(kg, (2,)), uniform)}
 
-    return TaskFamily(
-        name="l2o-test-functions",
-        sample_task=sample_task,
-        init=init,
-        sample_batch=lambda key, task: task["noise"] * jax.random.normal(key, (2,)),
-        loss=lambda params, batch, task: (jax.lax.switch(task["which"], fns, params["x"])
-                                          + noisy_gradient_term(params["x"], batch)),
-    )
+    return _vector_family("l2o-test-functions", 2, sample_task,
+                          lambda x, task: jax.lax.switch(task["which"], fns, x), None, init=init)
 
 
 def logistic_regression(features: int, samples: int = 1000, batch: int = 100,
