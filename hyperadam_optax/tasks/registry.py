@@ -19,7 +19,7 @@ from hyperadam_optax.tasks.augment import (
     sparse_gradient,
 )
 from hyperadam_optax.tasks.base import TaskFamily
-from hyperadam_optax.tasks.cnn import mnist_cnn
+from hyperadam_optax.tasks.cnn import digits_cnn, mnist_cnn
 from hyperadam_optax.tasks.mlp import digits_mlp, mnist_mlp, mnist_mlp_mixture
 from hyperadam_optax.tasks.quadratic import random_quadratics
 from hyperadam_optax.tasks.sine_lstm import sine_lstm
@@ -62,6 +62,22 @@ TASKS: dict[str, TaskSpec] = {
     "digits-mlp-scaled": TaskSpec(lambda d: random_scaling(digits_mlp(), r=math.log(1000.0)),
                                   False, "the digits MLP with every coordinate rescaled by "
                                          "exp(U[-ln 1000, ln 1000]) per task"),
+    # Networks of other kinds and shapes for ensembles (activations, widths and depths that no
+    # validation family and no reported task has).
+    "digits-cnn": TaskSpec(lambda d: digits_cnn(), False,
+                           "convnet c(8)-p-c(16)-p-f on the 8x8 digits (1,898 parameters)"),
+    "digits-mlp-softplus-deep": TaskSpec(
+        lambda d: digits_mlp(sizes=(64, 16, 16, 16, 16, 10), activation="softplus"), False,
+        "MLP 64-16-16-16-16-10 softplus on the 8x8 digits"),
+    "mnist-mlp-leaky-narrow": _mnist(
+        lambda d: mnist_mlp(*d, sizes=(784, 8, 10), activation="leaky_relu"),
+        "MLP 784-8-10 leaky ReLU 0.1 on MNIST"),
+    "mnist-mlp-softplus-2x16": _mnist(
+        lambda d: mnist_mlp(*d, sizes=(784, 16, 16, 10), activation="softplus"),
+        "MLP 784-16-16-10 softplus on MNIST"),
+    "sine-lstm-small": TaskSpec(lambda d: sine_lstm(hidden=8, noise=0.05), False,
+                                "sine-sequence LSTM with 8 hidden units, noise 0.05 (Table 2's "
+                                "have 20 units)"),
     # The L2O-Scale problem set (Sec. 4.1 of its paper; tasks/l2o_problems.py), for ensembles.
     "l2o-functions-2d": TaskSpec(lambda d: l2o.functions_2d(), False,
                                  "the nine 2-D test functions (Rosenbrock, Ackley, ...), one "
@@ -126,6 +142,14 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {
                 "l2o-logistic100-sparse", "l2o-teacher-mlp", "l2o-teacher-mlp-deep-scaled"),
 }
 ENSEMBLES["l2o-set-digits"] = ENSEMBLES["l2o-set"] + ("digits-mlp", "digits-mlp-scaled")
+#: Networks only: image MLPs of several shapes and activations, a convnet, an LSTM, and the
+#: L2O-Scale set's teacher-net regressions.
+ENSEMBLES["nets"] = ("digits-mlp", "digits-mlp-scaled", "digits-mlp-softplus-deep",
+                     "digits-cnn", "mnist-mlp-leaky-narrow", "mnist-mlp-softplus-2x16",
+                     "sine-lstm-small", "l2o-teacher-mlp", "l2o-teacher-mlp-deep-scaled")
+#: The whole ensemble of the meta-training issue: the L2O-Scale set plus the networks.
+ENSEMBLES["l2o-set-nets"] = ENSEMBLES["l2o-set"] + tuple(
+    n for n in ENSEMBLES["nets"] if n not in ENSEMBLES["l2o-set"])
 
 #: The validation families: no paper reports them and no ensemble contains them; checkpoints
 #: and settings are chosen on them (the evaluation suite "validation", ``meta-train

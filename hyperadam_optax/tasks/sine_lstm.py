@@ -71,7 +71,8 @@ def sine_lstm(*, layers: int = 1, hidden: int = 20, noise: float = 0.1, batch_si
         inputs, targets = batch
         return jnp.mean(jnp.square(predict(params, inputs) - targets))
 
-    name = f"sine-lstm{'' if layers == 1 else f'-{layers}layer'}-noise{noise:g}"
+    name = (f"sine-lstm{'' if layers == 1 else f'-{layers}layer'}"
+            f"{'' if hidden == 20 else f'-hidden{hidden}'}-noise{noise:g}")
     return TaskFamily(
         name=name,
         sample_task=lambda key: {},

@@ -86,6 +86,19 @@ def test_cnns_learn(mnist, arch, n_params):
     assert r.curve[:, -5:].mean() < 0.6 * r.curve[:, :3].mean()
 
 
+def test_digits_cnn_learns_and_refuses_non_square_images():
+    from hyperadam_optax.tasks.cnn import digits_cnn, mnist_cnn
+
+    family = digits_cnn()
+    params = family.init(jax.random.PRNGKey(0), {})
+    # conv 3x3x1x8, conv 3x3x8x16, two 2x2 pools: 8x8 -> 2x2 x 16 = 64 features -> 10 classes.
+    assert sum(x.size for x in jax.tree.leaves(params)) == 80 + 1168 + 650
+    r = ev.run_protocol(lambda _: optax.adam(0.01), family, steps=150, runs=2, seed=0)
+    assert r.curve[:, -10:].mean() < 0.3 * r.curve[:, :3].mean()
+    with pytest.raises(ValueError, match="images must be square"):
+        mnist_cnn(np.zeros((4, 60), np.float32), np.zeros(4, np.int32))
+
+
 def test_parameter_scale_augmentation_is_the_same_problem_in_scaled_coordinates():
     base = tasks.digits_mlp()
     family = tasks.random_scaling(base, r=np.log(1000.0))
