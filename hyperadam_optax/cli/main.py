@@ -67,6 +67,7 @@ def _add_demo(sub) -> None:
 def _add_meta_train(sub) -> None:
     from hyperadam_optax.meta import ESTIMATORS, META_LOSSES, VALIDATION_METRICS
     from hyperadam_optax.optimizers.registry import names
+    from hyperadam_optax.tasks.registry import ENSEMBLES
 
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
     mt.add_argument("--optimizer", default="hyperadam", help=", ".join(names()))
@@ -74,8 +75,8 @@ def _add_meta_train(sub) -> None:
                     help="a task of the registry: mnist-mlp-rs (HyperAdam's and RNNprop's "
                          "problem), mnist-mlp-dm (DM's), mnist-mlp, mnist-mlp-mix (activation "
                          "drawn per task), quadratic, or any evaluation task; or a task "
-                         "ensemble, one family drawn per meta-step: l2o-set (the L2O-Scale "
-                         "problem set), l2o-set-digits, or tasks separated by commas; "
+                         "ensemble, one family drawn per meta-step ("
+                         f"{', '.join(ENSEMBLES)}), or tasks separated by commas; "
                          "default: the optimizer's paper's problem")
     mt.add_argument("--init", default="paper", choices=["paper", "adam"],
                     help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
