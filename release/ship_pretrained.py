@@ -43,24 +43,29 @@ def _write_card(name: str, card: dict, meta_params=None) -> None:
     (PRETRAINED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
-def _init_from(run_card: dict, init_from_run: str | None) -> dict:
+def _init_from(run_card: dict, init_from_runs: list[str] | None) -> dict:
     """Where a run started with ``--init-from`` took its meta-parameters: the earlier run's
-    command and chosen step, checked against the SHA-256 in the run's config."""
-    sha = run_card["config"].get("init_from_sha256")
+    commands and chosen step, checked against the SHA-256 in the run's config, and so on back
+    along ``init_from_runs`` (nearest first) while each started from another's file. A
+    directory may hold a shipped card (``card.json`` with ``commands`` and
+    ``chosen_checkpoint``) next to its weights as ``best_meta_params.npz``."""
+    sha = run_card.get("config", {}).get("init_from_sha256")
     if sha is None:
         return {}
-    if init_from_run is None:
+    if not init_from_runs:
         raise SystemExit("the run started from a file (--init-from): pass --init-from-run DIR, "
-                         "the run whose best_meta_params.npz it was")
-    path = os.path.join(init_from_run, "best_meta_params.npz")
+                         "the run whose best_meta_params.npz it was (nearest first, comma-"
+                         "separated, for a chain)")
+    path = os.path.join(init_from_runs[0], "best_meta_params.npz")
     with open(path, "rb") as f:
         if hashlib.sha256(f.read()).hexdigest() != sha:
             raise SystemExit(f"{path} is not the file the run started from (SHA-256 differs)")
-    with open(os.path.join(init_from_run, "card.json")) as f:
+    with open(os.path.join(init_from_runs[0], "card.json")) as f:
         earlier = json.load(f)
-    return {"init_from": {"run": init_from_run, "file": "best_meta_params.npz", "sha256": sha,
+    return {"init_from": {"run": init_from_runs[0], "file": "best_meta_params.npz", "sha256": sha,
                           "commands": earlier.get("commands", [earlier["command"]]),
-                          "best": earlier["best"]}}
+                          "best": earlier.get("best", earlier.get("chosen_checkpoint")),
+                          **_init_from(earlier, init_from_runs[1:])}}
 
 
 def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None = None,
@@ -110,7 +115,7 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
         "commit": commit,
         "jax": run_card["jax"],
         "devices": run_card["devices"],
-        **_init_from(run_card, init_from_run),
+        **_init_from(run_card, init_from_run.split(",") if init_from_run else None),
         "evaluation": {},
     }
     PRETRAINED_DIR.mkdir(exist_ok=True)
@@ -158,7 +163,8 @@ def main() -> None:
     w.add_argument("--scores", default=None, metavar="STEP:SCORE,...",
                    help="the scores of --rule per meta-step (--checkpoint must be the lowest)")
     w.add_argument("--init-from-run", default=None,
-                   help="for a run started with --init-from: the run whose best weights it took")
+                   help="for a run started with --init-from: the run whose best weights it "
+                        "took; for a chain, DIR1,DIR2,... nearest first")
     w.add_argument("--commit", default=None,
                    help="commit of the code the run used (default: the one its card records)")
     s = sub.add_parser("scores")
