@@ -86,6 +86,7 @@ def test_cnns_learn(mnist, arch, n_params):
     assert r.curve[:, -5:].mean() < 0.6 * r.curve[:, :3].mean()
 
 
+@pytest.mark.slow
 def test_digits_cnn_learns_and_refuses_non_square_images():
     from hyperadam_optax.tasks.cnn import digits_cnn, mnist_cnn
 
