@@ -35,13 +35,16 @@ def summarise(trace: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "sum_rho": trace["rho"].sum(axis=1), "loss": trace["loss"]}
 
 
-def trace_runs(meta_params, task: str, runs: int, steps: int, seed: int):
+def build_family(task: str):
+    """The registry's family ``task``, on the embedded MNIST training split if it needs data."""
     spec = get_task(task)
-    data = None
-    if spec.needs_data:
-        train = mnist_data(None, "train")[0]
-        data = (train.x, train.y)
-    family = spec.build(data)
+    if not spec.needs_data:
+        return spec.build(None)
+    train = mnist_data(None, "train")[0]
+    return spec.build((train.x, train.y))
+
+
+def trace_runs(meta_params, family, runs: int, steps: int, seed: int):
     keys = jax.random.split(jax.random.key(seed), runs)
     curves = [summarise(trace_hyperadam(meta_params, family, k, steps)) for k in keys]
     return {q: np.stack([c[q] for c in curves]) for q in (*QUANTITIES, "loss")}
@@ -59,7 +62,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     tasks = args.tasks.split(",")
     weights = dict(item.split("=", 1) for item in args.meta_params)
-    traces = {(label, t): trace_runs(load_meta_params(path), t, args.runs, args.steps, args.seed)
+    families = {t: build_family(t) for t in tasks}
+    traces = {(label, t): trace_runs(load_meta_params(path), families[t], args.runs, args.steps,
+                                     args.seed)
               for label, path in weights.items() for t in tasks}
 
     marks = (1, min(50, args.steps), args.steps)

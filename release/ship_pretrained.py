@@ -88,8 +88,11 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
     if checkpoint is None:
         meta_params, chosen = load_meta_params(os.path.join(run, "best_meta_params.npz"),
                                                with_metadata=True)
-        rule = (f"lowest validation loss ({_METRICS[metric]} on fixed tasks of the training "
-                "family, seed VALIDATION_SEED; no reported test task)")
+        families = run_card["config"].get("validate_on")
+        where = (f"the validation families {', '.join(families)} (no training family, mean of "
+                 "the log of each one's score)" if families else "the training family")
+        rule = (f"lowest validation loss ({_METRICS[metric]} on fixed tasks of {where}, seed "
+                "VALIDATION_SEED; no reported test task)")
     else:
         meta_params = meta_params_from_checkpoint(
             os.path.join(run, "checkpoints", f"ckpt_{checkpoint:08d}.npz"), name)
