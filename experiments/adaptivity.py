@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from hyperadam_optax.evaluation import trace_hyperadam
-from hyperadam_optax.io import load_meta_params
+from hyperadam_optax.io import load_meta_params, make_kwargs_of
 from hyperadam_optax.tasks.data import mnist_data
 from hyperadam_optax.tasks.registry import get_task
 
@@ -44,9 +44,12 @@ def build_family(task: str):
     return spec.build((train.x, train.y))
 
 
-def trace_runs(meta_params, family, runs: int, steps: int, seed: int):
+def trace_runs(path, family, runs: int, steps: int, seed: int):
+    """Traces of the weights in ``path`` (with the normalization their metadata names)."""
+    meta_params, metadata = load_meta_params(path, with_metadata=True)
+    kwargs = make_kwargs_of(metadata)
     keys = jax.random.split(jax.random.key(seed), runs)
-    curves = [summarise(trace_hyperadam(meta_params, family, k, steps)) for k in keys]
+    curves = [summarise(trace_hyperadam(meta_params, family, k, steps, **kwargs)) for k in keys]
     return {q: np.stack([c[q] for c in curves]) for q in (*QUANTITIES, "loss")}
 
 
@@ -63,7 +66,7 @@ def main(argv=None):
     tasks = args.tasks.split(",")
     weights = dict(item.split("=", 1) for item in args.meta_params)
     families = {t: build_family(t) for t in tasks}
-    traces = {(label, t): trace_runs(load_meta_params(path), families[t], args.runs, args.steps,
+    traces = {(label, t): trace_runs(path, families[t], args.runs, args.steps,
                                      args.seed)
               for label, path in weights.items() for t in tasks}
 

@@ -100,6 +100,8 @@ def ship_weights(run: str, name: str, commit: str | None, checkpoint: int | None
             r["validation_loss"] for r in rows if r["step"] == checkpoint and "validation_loss" in r)}
     card = {
         "name": name,
+        # The alias arguments the weights were made for (applied by hyperadam_optax.{name}).
+        **({"make_kwargs": run_card["make_kwargs"]} if run_card.get("make_kwargs") else {}),
         "command": run_card["command"],
         # A run resumed after a kill or extended lists every command, in order.
         "commands": run_card.get("commands", [run_card["command"]]),

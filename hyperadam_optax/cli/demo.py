@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from hyperadam_optax.evaluation.protocol import run_protocol
-from hyperadam_optax.io.pretrained import hyperadam, load_pretrained, pretrained_card
+from hyperadam_optax.io.pretrained import hyperadam, pretrained_card
 from hyperadam_optax.tasks.data import mnist_data
 from hyperadam_optax.tasks.mlp import mnist_mlp
 
@@ -31,8 +31,7 @@ def training_curves(tx: optax.GradientTransformation, x: jax.Array, y: jax.Array
 def demo_optimizers(hyperadam_lr: float, adam_lr: float) -> dict:
     """``{label: transform}``: HyperAdam with the shipped meta-parameters, and Adam."""
     return {
-        f"HyperAdam (pretrained), lr {hyperadam_lr:g}": hyperadam(hyperadam_lr,
-                                                                   load_pretrained("hyperadam")),
+        f"HyperAdam (pretrained), lr {hyperadam_lr:g}": hyperadam(hyperadam_lr),
         f"Adam, lr {adam_lr:g}": optax.adam(adam_lr),
     }
 

@@ -66,6 +66,7 @@ def _add_demo(sub) -> None:
 
 def _add_meta_train(sub) -> None:
     from hyperadam_optax.meta import ESTIMATORS, META_LOSSES, VALIDATION_METRICS
+    from hyperadam_optax.optimizers.hyperadam import NORMALIZATIONS
     from hyperadam_optax.optimizers.registry import names
     from hyperadam_optax.tasks.registry import ENSEMBLES
 
@@ -121,6 +122,10 @@ def _add_meta_train(sub) -> None:
                     help="ES/PES: antithetic pairs per meta-step, each on its own task")
     mt.add_argument("--sigma", type=_positive_float, default=0.01,
                     help="ES/PES: standard deviation of the meta-parameter perturbations")
+    mt.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                    help="HyperAdam: how its networks' inputs are normalised over the "
+                         "coordinates; global_l2 (the authors', the default) or global_rms "
+                         "(inputs of size 1 on problems of any size)")
     mt.add_argument("--init-from", default=None, metavar="FILE",
                     help="start from these meta-parameters: a file of save_meta_params or a "
                          "meta-training checkpoint (ckpt_*.npz, best.npz)")
@@ -232,7 +237,8 @@ def _meta_train(args, argv) -> None:
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
-               warm_start_decay=args.warm_start_decay, init_from=args.init_from,
+               warm_start_decay=args.warm_start_decay, normalization=args.normalization,
+               init_from=args.init_from,
                config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
                data_dir=args.data_dir, resume=args.resume,

@@ -15,7 +15,7 @@ import optax
 
 from hyperadam_optax.evaluation.baselines import BASELINES, tune_learning_rate
 from hyperadam_optax.evaluation.protocol import run_protocol, test_metrics
-from hyperadam_optax.io.files import load_meta_params
+from hyperadam_optax.io.files import load_meta_params, make_kwargs_of
 from hyperadam_optax.io.pretrained import load_pretrained
 from hyperadam_optax.optimizers import registry
 from hyperadam_optax.tasks.base import TaskFamily
@@ -64,7 +64,8 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
     name (``hyperadam``, ``rnnprop``, ``dm_optimizer`` or ``dm``: the pretrained
     meta-parameters shipped in the package), ``NAME:PATH.npz`` (a file of
     ``save_meta_params``), or ``hyperadam:warm`` (the Adam warm start); learned optimizers run
-    at their default learning rate."""
+    at their default learning rate, with the alias arguments their file's metadata names
+    (``make_kwargs``, e.g. HyperAdam's ``normalization``)."""
     name, _, arg = text.partition(":")
     if name in BASELINES:
         if arg:
@@ -86,16 +87,18 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
         raise ValueError(f"unknown optimizer {text!r}; expected a baseline "
                          f"({', '.join(BASELINES)}) or {', '.join(registry.names())} "
                          "(pretrained), optionally with ':PATH.npz'") from None
+    metadata = {}
     if not arg:
-        theta = load_pretrained(spec.name)
+        theta, metadata = load_pretrained(spec.name, with_metadata=True)
     elif spec.name == "hyperadam" and arg == "warm":
         theta = spec.init_meta_params(jax.random.key(0), 20, "adam")
     else:
-        theta = load_meta_params(arg)
+        theta, metadata = load_meta_params(arg, with_metadata=True)
         if not isinstance(theta, spec.params_type):
             raise ValueError(f"{arg} holds {type(theta).__name__}, not the "
                              f"{spec.params_type.__name__} of {spec.name}")
-    return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta))
+    kwargs = make_kwargs_of(metadata)
+    return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta, **kwargs))
 
 
 def _suite_data(suite: str, data, test_data):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from typing import Any, NamedTuple
 
@@ -117,7 +118,9 @@ def load_meta_params(path: str | os.PathLike, *, with_metadata: bool = False):
 
     Returns the NamedTuple (e.g. ``HyperAdamParams``), or ``(meta_params, metadata)``
     with ``with_metadata=True``. A missing, corrupt or mis-shaped file raises
-    ``ValueError`` naming the expected and found shapes.
+    ``ValueError`` naming the expected and found shapes. Weights made for non-default
+    arguments of their optimizer's alias (``metadata["make_kwargs"]``, e.g. HyperAdam's
+    ``normalization``) warn when loaded without their metadata: they need those arguments.
     """
     arrays = read_npz(path, "meta-parameter .npz file")
     kind = str(arrays.pop(_KIND_KEY, ""))
@@ -142,7 +145,26 @@ def load_meta_params(path: str | os.PathLike, *, with_metadata: bool = False):
         raise ValueError(f"{path}: fields {bad} of {kind} hold NaN or infinite values")
     cls = spec.params_type
     meta_params = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields})
-    return (meta_params, metadata) if with_metadata else meta_params
+    if with_metadata:
+        return meta_params, metadata
+    if make_kwargs_of(metadata):
+        warnings.warn(f"{path}: these {spec.name} weights were made for "
+                      f"{spec.name}(..., {_kwargs_text(make_kwargs_of(metadata))}); pass "
+                      "those arguments (load_meta_params(path, with_metadata=True) returns "
+                      "them under metadata['make_kwargs'])", stacklevel=2)
+    return meta_params
+
+
+def make_kwargs_of(metadata: dict) -> dict[str, Any]:
+    """The alias arguments a meta-parameter file's weights were made for (``{}``: defaults)."""
+    kwargs = metadata.get("make_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"metadata['make_kwargs'] must be a dict, got {kwargs!r}")
+    return kwargs
+
+
+def _kwargs_text(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 # Checkpoints of array pytrees -----------------------------------------------------------------

@@ -18,7 +18,7 @@ import inspect
 import json
 from importlib import resources
 
-from hyperadam_optax.io.files import load_meta_params
+from hyperadam_optax.io.files import load_meta_params, make_kwargs_of
 from hyperadam_optax.optimizers.registry import OPTIMIZERS, get_optimizer
 
 #: The learned optimizers that may ship weights (file stems in ``pretrained/``).
@@ -42,10 +42,13 @@ def pretrained_path(name: str, suffix: str = ".npz"):
     return resources.files("hyperadam_optax") / "pretrained" / f"{_canonical(name)}{suffix}"
 
 
-def load_pretrained(name: str):
+def load_pretrained(name: str, *, with_metadata: bool = False):
     """Load the shipped meta-parameters of optimizer ``name`` (offline, no pickle).
 
     ``name``: ``"hyperadam"``, ``"rnnprop"`` or ``"dm_optimizer"`` (or an alias, ``"dm"``).
+    ``with_metadata``: return ``(meta_params, card)``, as ``load_meta_params`` does; the
+    card's ``make_kwargs`` (if any) are the alias arguments the weights were made for, which
+    the package-level aliases apply.
     """
     path = pretrained_path(name)
     if not path.is_file():
@@ -56,7 +59,7 @@ def load_pretrained(name: str):
             "load_meta_params(path) for weights you meta-trained."
         )
     with resources.as_file(path) as p:
-        return load_meta_params(p)
+        return load_meta_params(p, with_metadata=with_metadata)
 
 
 def pretrained_card(name: str) -> dict:
@@ -77,11 +80,16 @@ def _with_shipped_weights(name: str):
     def with_shipped(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         if bound.arguments.get("meta_params") is None:
-            bound.arguments["meta_params"] = load_pretrained(name)
+            theta, card = load_pretrained(name, with_metadata=True)
+            bound.arguments["meta_params"] = theta
+            for key, value in make_kwargs_of(card).items():
+                bound.arguments.setdefault(key, value)
         return alias(*bound.args, **bound.kwargs)
 
     with_shipped.__doc__ = (f"{alias.__doc__}\n\n    ``meta_params=None`` loads the pretrained "
-                            f"weights shipped in the package (``load_pretrained({name!r})``).")
+                            f"weights shipped in the package (``load_pretrained({name!r})``) "
+                            "with the alias arguments they were made for (their card's "
+                            "``make_kwargs``) unless given.")
     return with_shipped
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import inspect
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from hyperadam_optax.io.files import (
     ensure_writable_dir,
     load_meta_params,
     load_pytree,
+    make_kwargs_of,
     meta_params_from_checkpoint,
     read_json,
     read_leaves,
@@ -53,6 +55,7 @@ from hyperadam_optax.meta.learned import LearnedOptimizer, learned_optimizer
 from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.sharding import shard_meta_state
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
+from hyperadam_optax.optimizers.registry import get_optimizer
 from hyperadam_optax.tasks.data import mnist_data
 from hyperadam_optax.tasks.registry import ensemble_members, get_task
 
@@ -323,33 +326,47 @@ def _previous_commands(files: RunFiles, start: int) -> list:
     return previous.get("commands", [previous.get("command")])
 
 
-def resolve_optimizer(optimizer: str, init: str, warm: dict) -> LearnedOptimizer:
+def resolve_optimizer(optimizer: str, init: str, warm: dict,
+                      make_kwargs: dict | None = None) -> LearnedOptimizer:
     """The registry's optimizer with its initialisation; the warm-start arguments apply to
-    HyperAdam's Adam warm start only."""
+    HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias (HyperAdam's
+    ``normalization``), bad ones refused here."""
     given = {k: v for k, v in warm.items() if v is not None}
-    learned = learned_optimizer(optimizer, init=init, **given)
+    learned = learned_optimizer(optimizer, init=init, make_kwargs=make_kwargs, **given)
     if given and (learned.name != "hyperadam" or init != "adam"):
         raise ValueError(f"{' and '.join(given)} apply to HyperAdam's Adam warm start only "
                          "(optimizer 'hyperadam', init 'adam')")
+    if make_kwargs:
+        try:
+            inspect.signature(get_optimizer(optimizer).make).bind(1.0, None, **make_kwargs)
+        except TypeError:
+            raise ValueError(f"{sorted(make_kwargs)}: not arguments of {learned.name}") from None
+        learned.make(learned.init_meta_params(jax.random.PRNGKey(0)))  # bad values fail here
     jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails here
     return learned
 
 
-def initial_meta_params(path: str, learned: LearnedOptimizer):
+def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict | None = None):
     """Meta-parameters to start from: a file of ``save_meta_params`` or a meta-training
-    checkpoint; they must be the optimizer's kind and shapes."""
+    checkpoint; they must be the optimizer's kind and shapes, and a file's ``make_kwargs``
+    (e.g. HyperAdam's ``normalization``) those of the run."""
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
     try:
-        theta = load_meta_params(path)
+        theta, metadata = load_meta_params(path, with_metadata=True)
     except ValueError as file_error:
         try:
-            theta = meta_params_from_checkpoint(path, learned.name)
+            theta, metadata = meta_params_from_checkpoint(path, learned.name), None
         except ValueError:
             raise ValueError(f"--init-from {path}: neither a meta-parameter file nor a "
                              f"checkpoint of {learned.name} ({file_error})") from None
     if type(theta) is not type(template):
         raise ValueError(f"--init-from {path} holds {type(theta).__name__}, not the "
                          f"{type(template).__name__} of {learned.name}")
+    if metadata is not None and make_kwargs_of(metadata) != (make_kwargs or {}):
+        raise ValueError(f"--init-from {path}: its weights were made for "
+                         f"{make_kwargs_of(metadata) or 'the default arguments'}, this run uses "
+                         f"{make_kwargs or 'the default arguments'} (hyperadam_optax."
+                         "global_rms_equivalent converts HyperAdam weights to global_rms)")
     found = jax.tree.map(lambda x: x.shape, theta)
     if found != jax.tree.map(lambda x: x.shape, template):
         raise ValueError(f"--init-from {path}: shapes {found._asdict()} differ from this "
@@ -386,6 +403,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
                warm_start_decay: tuple[float, float] | None = None,
+               normalization: str | None = None,
                init_from: str | None = None,
                config: MetaTrainConfig | None = None,
                meta_steps: int = 1000, seed: int = 0,
@@ -408,7 +426,10 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
     ``0.005 * warm_start_step`` with Adam's decay rates ``warm_start_betas`` (default
     ``(0.9, 0.999)``), decaying over time to ``floor`` times that rate over about ``horizon``
-    steps if ``warm_start_decay = (horizon, floor)``. ``validation_metric`` scores the
+    steps if ``warm_start_decay = (horizon, floor)``. ``normalization`` (HyperAdam only):
+    ``"global_l2"`` or ``"global_rms"`` (``scale_by_hyperadam``); when given it joins the
+    run's identity and the ``make_kwargs`` of its files' metadata, which evaluation and
+    ``--init-from`` read back. ``validation_metric`` scores the
     checkpoints (the lowest is kept as best): ``"mean"`` loss over the trajectory, or
     ``"final"``, the evaluation protocol's loss of the final parameters
     (:func:`~hyperadam_optax.meta.validation.make_evaluator`). ``init_from``: start from the
@@ -422,7 +443,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                          f"got {validation_metric!r}")
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
             "warm_start_decay": warm_start_decay}
-    learned = resolve_optimizer(optimizer, init, warm)
+    make_kwargs = {} if normalization is None else {"normalization": normalization}
+    learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
     members = ensemble_members(task)
@@ -431,6 +453,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
                           data=data_desc, **warm, validation_metric=validation_metric,
                           validation_tasks=validation_tasks)
+    if make_kwargs:
+        identity["make_kwargs"] = make_kwargs
     if len(members) > 1:
         identity["ensemble"] = list(members)  # a changed ensemble cannot resume this run
         enable_compilation_cache()
@@ -442,7 +466,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         validation_families = [get_task(name).build(val_data) for name in names]
     start_from = None
     if init_from is not None:
-        start_from = initial_meta_params(init_from, learned)
+        start_from = initial_meta_params(init_from, learned, make_kwargs)
         identity["init_from_sha256"] = _sha256(init_from)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
@@ -519,6 +543,7 @@ def _card(run: RunProgress, identity: dict, commands: list, *, meta_steps: int, 
     return {
         "command": commands[-1],
         "commands": commands,
+        **({"make_kwargs": identity["make_kwargs"]} if "make_kwargs" in identity else {}),
         "config": identity,
         "meta_steps": meta_steps,
         "status": status,

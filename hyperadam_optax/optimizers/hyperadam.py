@@ -261,6 +261,30 @@ def adam_meta_params(
 #: Added inside the square root of every global norm (the authors' later PyTorch port).
 NORM_EPS = 1e-16
 
+#: How the StateCell's gradient and the AdamCell's ``m``, ``s`` are normalised over the N
+#: coordinates: ``"global_l2"`` divides by the Euclidean norm (the authors' code), so each
+#: entry is of size ``1/√N``; ``"global_rms"`` divides by the root mean square ``‖·‖/√N``
+#: (a deviation: entries of size 1 whatever N, so the networks see the task at any size).
+NORMALIZATIONS = ("global_l2", "global_rms")
+
+
+def check_normalization(normalization: str) -> str:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    return normalization
+
+
+def global_rms_equivalent(meta_params: HyperAdamParams, num_coordinates: int) -> HyperAdamParams:
+    """Θ' with which ``normalization="global_rms"`` takes exactly the steps that Θ takes with
+    ``"global_l2"`` on every problem of ``num_coordinates`` coordinates (on others it differs):
+    ``θ_p, θ_u, θ_r`` divided by ``√N``, the rest unchanged."""
+    if not (isinstance(num_coordinates, int) and num_coordinates >= 1):
+        raise ValueError(f"num_coordinates must be a positive int, got {num_coordinates!r}")
+    shrink = 1.0 / math.sqrt(num_coordinates)
+    return meta_params._replace(theta_p=meta_params.theta_p * shrink,
+                                theta_u=meta_params.theta_u * shrink,
+                                theta_r=meta_params.theta_r * shrink)
+
 
 class HyperAdamState(NamedTuple):
     """Per-coordinate state of HyperAdam.
@@ -296,6 +320,7 @@ def scale_by_hyperadam(
     *,
     eps: float = 1e-24,
     state_dtype: Any = None,
+    normalization: str = "global_l2",
 ) -> optax.GradientTransformationExtraArgs:
     r"""HyperAdam's search direction :math:`d_t` (Alg. 2 line 18).
 
@@ -317,16 +342,23 @@ def scale_by_hyperadam(
     the transform only sees its own subset of leaves, so the norms are over that subset.
     Placement of ε follows the authors' code (``ε = 1e-24``).
 
+    With ``normalization="global_rms"`` every one of these norms is divided by ``√N`` (N the
+    number of coordinates): the same as ``"global_l2"`` with ``θ_p``, ``θ_u`` and ``θ_r``
+    multiplied by ``√N``, so the networks' inputs are of size 1 on a problem of any size.
+
     Args:
       meta_params: the meta-parameters Θ (:class:`HyperAdamParams`).
       eps: ε of the candidate update.
       state_dtype: dtype of the per-coordinate state; default: the parameter's dtype
         promoted to at least float32. The maths runs in at least float32.
+      normalization: ``"global_l2"`` (the authors' code, the default) or ``"global_rms"``
+        (:data:`NORMALIZATIONS`); weights meta-trained with one are meant for that one.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
     """
     j = num_candidates(meta_params)
+    check_normalization(normalization)
 
     def init_fn(params):
         check_float_leaves(params, "HyperAdam params")
@@ -343,7 +375,8 @@ def scale_by_hyperadam(
         check_same_structure(updates, state.m, "gradients", "HyperAdam state (from init)")
         check_float_leaves(updates, "HyperAdam gradients")
         grads, treedef, fields = _flat_leaves(updates, state)
-        new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps)
+        new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps,
+                                     normalization=normalization)
         d, *new_fields = (jax.tree.unflatten(treedef, leaves) for leaves in new_leaves)
         new_state = HyperAdamState(optax.safe_increment(state.count), *new_fields)
         return d, new_state
@@ -352,7 +385,7 @@ def scale_by_hyperadam(
 
 
 def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps,
-                    internals: bool = False):
+                    normalization: str = "global_l2", internals: bool = False):
     """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c), and with
     ``internals=True`` also lists (β, γ, ρ) of shape ``leaf.shape + (J,)``."""
     j = mp.b_u.shape[0]
@@ -370,8 +403,12 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
         """Σ x² over every coordinate of every leaf (per trailing column if ``keep_last``)."""
         return sum(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - keep_last))) for x in xs)
 
+    # 1/||x|| over all N coordinates; times √N for the root mean square.
+    size = sum(gi.size for gi in g)
+    to_unit = math.sqrt(size) if normalization == "global_rms" else 1.0
+
     # StateCell (line 8): global gradient normalisation, ELU preprocessing, LSTM.
-    inv_gnorm = jax.lax.rsqrt(sum_sq(g) + NORM_EPS)
+    inv_gnorm = jax.lax.rsqrt(sum_sq(g) + NORM_EPS) * to_unit
     lstm = [
         lstm_step(jax.nn.elu((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
                              + trailing(mp.b_p, gi.ndim + 1)),
@@ -383,8 +420,8 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     # AdamCell decay rates (Eq. 4-5) and WeightCell (Eq. 6). The column normalisation
     # nrm(a) = a / ||a[..., j]|| is folded into the kernels' rows, and θ_u, θ_r, θ_q share
     # two fused matmuls: m @ [θ_u|θ_r]_m and s @ [θ_u|θ_r|θ_q]_s.
-    rm = jax.lax.rsqrt(sum_sq(m, keep_last=True) + NORM_EPS)
-    rs = jax.lax.rsqrt(sum_sq(s, keep_last=True) + NORM_EPS)
+    rm = jax.lax.rsqrt(sum_sq(m, keep_last=True) + NORM_EPS) * to_unit
+    rs = jax.lax.rsqrt(sum_sq(s, keep_last=True) + NORM_EPS) * to_unit
     theta_ur = jnp.concatenate([mp.theta_u, mp.theta_r], axis=1)
     w_m = theta_ur[:j] * rm[:, None]
     w_s = jnp.concatenate([theta_ur[j:] * rs[:, None], mp.theta_q], axis=1)
@@ -418,16 +455,19 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
 
 
 def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamState,
-                        *, eps: float = 1e-24) -> dict:
+                        *, eps: float = 1e-24, normalization: str = "global_l2") -> dict:
     """The decay rates and weights HyperAdam uses in the step from ``state`` on ``updates``.
 
     Returns ``{"beta": β_t, "gamma": γ_t, "rho": ρ_t}`` (Alg. 2 lines 9, 10, 17), each a
     pytree like ``updates`` with leaves of shape ``leaf.shape + (J,)``: what the learned
     optimizer decides per coordinate and candidate. ``state`` is the state of
-    :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`).
+    :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`), ``normalization``
+    the one it runs with.
     """
     grads, treedef, fields = _flat_leaves(updates, state)
-    *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps, internals=True)
+    *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps,
+                                           normalization=check_normalization(normalization),
+                                           internals=True)
     return {k: jax.tree.unflatten(treedef, v) for k, v in
             (("beta", beta), ("gamma", gamma), ("rho", rho))}
 
@@ -438,6 +478,7 @@ def hyperadam(
     *,
     eps: float = 1e-24,
     state_dtype: Any = None,
+    normalization: str = "global_l2",
 ) -> optax.GradientTransformationExtraArgs:
     """HyperAdam: ``w_t = w_{t-1} - α d_t`` (Alg. 2 line 19).
 
@@ -449,11 +490,12 @@ def hyperadam(
         ``hyperadam_optax.hyperadam`` loads the pretrained weights shipped in the package
         when ``None`` (and raises :class:`~hyperadam_optax.PretrainedWeightsUnavailableError`
         if there are none). Random weights are never used silently.
-      eps, state_dtype: see :func:`scale_by_hyperadam`.
+      eps, state_dtype, normalization: see :func:`scale_by_hyperadam`.
     """
     require_meta_params(meta_params, "hyperadam")
     return optax.chain(
-        scale_by_hyperadam(meta_params, eps=eps, state_dtype=state_dtype),
+        scale_by_hyperadam(meta_params, eps=eps, state_dtype=state_dtype,
+                           normalization=normalization),
         optax.scale_by_learning_rate(learning_rate),
     )
 

@@ -16,8 +16,10 @@ def elu(x):
 
 
 class ReferenceHyperAdam:
-    def __init__(self, theta, p, eps=1e-24):
+    def __init__(self, theta, p, eps=1e-24, normalization="global_l2"):
         self.t = {k: np.asarray(v, np.float64) for k, v in theta._asdict().items()}
+        # Euclidean norm over the p coordinates, or root mean square ("global_rms").
+        self.per = p if normalization == "global_rms" else 1
         J = self.t["b_u"].shape[0]
         self.J, self.eps = J, eps
         z = np.zeros((p, J))
@@ -27,15 +29,15 @@ class ReferenceHyperAdam:
         t, J, eps = self.t, self.J, self.eps
         g = np.asarray(g, np.float64)
         # StateCell
-        gn = g / np.sqrt(np.sum(g * g) + 1e-16)
+        gn = g / np.sqrt((np.sum(g * g) + 1e-16) / self.per)
         x = elu(gn[:, None] @ t["theta_p"] + t["b_p"])
         z = np.concatenate([x, self.s], axis=1) @ t["theta_h"] + t["b_h"]
         i, jj, f, o = z[:, :J], z[:, J:2 * J], z[:, 2 * J:3 * J], z[:, 3 * J:]
         self.c = sigmoid(f) * self.c + sigmoid(i) * np.tanh(jj)
         s = sigmoid(o) * np.tanh(self.c)
         # AdamCell
-        m_n = self.m / np.sqrt(np.sum(self.m ** 2, axis=0, keepdims=True) + 1e-16)
-        s_n = s / np.sqrt(np.sum(s ** 2, axis=0, keepdims=True) + 1e-16)
+        m_n = self.m / np.sqrt((np.sum(self.m ** 2, axis=0, keepdims=True) + 1e-16) / self.per)
+        s_n = s / np.sqrt((np.sum(s ** 2, axis=0, keepdims=True) + 1e-16) / self.per)
         inp = np.concatenate([m_n, s_n], axis=1)
         beta = sigmoid(inp @ t["theta_u"] + t["b_u"])
         gamma = sigmoid(inp @ t["theta_r"] + t["b_r"])

@@ -91,6 +91,9 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--init", "adam", "--warm-start-decay", "100"], "expected HORIZON,FLOOR"),
     (["--init", "adam", "--warm-start-decay", "100,0"], "warm_start_decay must be (horizon >= 1"),
     (["--warm-start-decay", "100,0.25"], "apply to HyperAdam's Adam warm start only"),
+    (["--normalization", "rms"], "invalid choice: 'rms'"),
+    (["--optimizer", "rnnprop", "--normalization", "global_rms"],
+     "['normalization']: not arguments of rnnprop"),
 ])
 def test_cli_bad_input(tmp_path, args, message):
     r = _cli("meta-train", "--meta-steps", "1", "--out-dir", str(tmp_path / "o"), "--no-progress",
@@ -287,3 +290,38 @@ def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
     r = _cli(*QUICK, "--meta-steps", "1", "--init-from", str(other), "--out-dir",
              str(tmp_path / "bad"))
     assert r.returncode == 2 and "holds RNNpropParams, not the HyperAdamParams" in r.stderr
+
+
+def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_with_it(tmp_path):
+    """``--normalization global_rms`` joins the run's identity and the ``make_kwargs`` of its
+    weight files; loading those bare warns, and the evaluation suite builds them with it."""
+    import optax
+
+    from hyperadam_optax.evaluation.suites import parse_optimizer
+
+    out = tmp_path / "rms"
+    r = _cli(*QUICK, "--init", "adam", "--normalization", "global_rms", "--meta-steps", "2",
+             "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["make_kwargs"] == {
+        "normalization": "global_rms"}
+    for name in ("meta_params.npz", "best_meta_params.npz"):
+        with pytest.warns(UserWarning, match="normalization='global_rms'"):
+            theta = ha.load_meta_params(out / name)
+        _, metadata = ha.load_meta_params(out / name, with_metadata=True)
+        assert metadata["make_kwargs"] == {"normalization": "global_rms"}
+    params = {"w": jax.numpy.arange(5.0), "b": jax.numpy.ones(3)}
+    grads = jax.tree.map(lambda x: 0.1 * x + 0.3, params)
+
+    def first_update(tx):
+        return tx.update(grads, tx.init(params), params)[0]
+
+    got = first_update(parse_optimizer(f"hyperadam:{out / 'meta_params.npz'}").make())
+    want = first_update(ha.optimizers.hyperadam.hyperadam(
+        meta_params=theta, normalization="global_rms"))
+    l2 = first_update(ha.optimizers.hyperadam.hyperadam(meta_params=theta))
+    chex.assert_trees_all_close(got, want)
+    assert optax.tree.norm(jax.tree.map(jax.numpy.subtract, got, l2)) > 0
+    r = _cli(*QUICK, "--meta-steps", "1", "--init-from", str(out / "meta_params.npz"),
+             "--out-dir", str(tmp_path / "l2"))
+    assert r.returncode == 2 and "made for {'normalization': 'global_rms'}" in r.stderr, r.stderr

@@ -56,6 +56,58 @@ def test_matches_float64_reference(x64):
         np.testing.assert_allclose(have, want, rtol=1e-10, atol=1e-12)
 
 
+def test_global_rms_matches_float64_reference(x64):
+    theta = _random_theta(10, j=5, dtype=jnp.float64)
+    grads = _gradient_sequence(jax.random.key(11), [(7,), (3, 4)], 15)
+    grads = [jax.tree.map(lambda x: x.astype(jnp.float64), g) for g in grads]
+    params = {"w0": jnp.zeros(7, jnp.float64), "w1": jnp.zeros((3, 4), jnp.float64)}
+    got = _updates(ha.scale_by_hyperadam(theta, normalization="global_rms"), params, grads)
+    ref = ReferenceHyperAdam(theta, p=19, normalization="global_rms")
+    l2 = _updates(ha.scale_by_hyperadam(theta), params, grads)
+    for g, u, u_l2 in zip(grads, got, l2):
+        flat = [np.concatenate([np.asarray(t["w0"]).ravel(), np.asarray(t["w1"]).ravel()])
+                for t in (g, u, u_l2)]
+        np.testing.assert_allclose(flat[1], ref.direction(flat[0]), rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(flat[1] - flat[2])) > 1e-3 * np.max(np.abs(flat[1]))  # not l2's
+
+
+def test_global_rms_equivalent_takes_the_global_l2_steps_at_its_size():
+    theta = _random_theta(12, j=8)
+    shapes = [(30,), (4, 5)]
+    grads = _gradient_sequence(jax.random.key(13), shapes, 20)
+    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
+    want = _updates(ha.scale_by_hyperadam(theta), params, grads)
+    got = _updates(ha.scale_by_hyperadam(ha.global_rms_equivalent(theta, 50),
+                                         normalization="global_rms"), params, grads)
+    for a, b in zip(want, got):
+        assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-5 * optax.tree.norm(a)
+
+
+@pytest.mark.parametrize("normalization,same", [("global_rms", True), ("global_l2", False)])
+def test_global_rms_steps_do_not_depend_on_the_number_of_coordinates(normalization, same):
+    """The problem w, and the same problem written twice ([w, w], same gradients): with the
+    root-mean-square normalisation each copy takes w's steps; the Euclidean one shrinks the
+    networks' inputs by 1/sqrt(2) and takes other steps."""
+    theta = _random_theta(14, j=6)
+    grads = _gradient_sequence(jax.random.key(15), [(40,)], 15)
+    single = _updates(ha.scale_by_hyperadam(theta, normalization=normalization),
+                      {"w0": jnp.zeros(40)}, grads)
+    double = _updates(ha.scale_by_hyperadam(theta, normalization=normalization),
+                      {"a": jnp.zeros(40), "b": jnp.zeros(40)},
+                      [{"a": g["w0"], "b": g["w0"]} for g in grads])
+    gaps = [float(jnp.max(jnp.abs(d["a"] - s["w0"])) / jnp.max(jnp.abs(s["w0"])))
+            for s, d in zip(single, double)]
+    np.testing.assert_allclose([d["a"] for d in double], [d["b"] for d in double])
+    assert (max(gaps) < 1e-5) if same else (max(gaps) > 1e-3)
+
+
+def test_unknown_normalization_is_refused():
+    with pytest.raises(ValueError, match="global_l2.*global_rms"):
+        ha.scale_by_hyperadam(_random_theta(0), normalization="rms")
+    with pytest.raises(ValueError, match="positive int"):
+        ha.global_rms_equivalent(_random_theta(0), 0)
+
+
 def test_float32_matches_float64_reference():
     theta32 = _random_theta(3, j=20)
     grads = _gradient_sequence(jax.random.key(4), [(50,)], 20)
