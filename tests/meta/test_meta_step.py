@@ -35,6 +35,7 @@ def test_meta_gradient_matches_finite_differences(x64):
     assert_grad_matches_finite_differences(f, state.meta_params, seed=1, min_abs=1e-5)
 
 
+@pytest.mark.slow
 def test_task_chunks_give_the_same_meta_step(x64):
     """Differentiating the slots one at a time (CPU default), in chunks of 2, or all in one
     vmap is the same meta-step: same meta-loss, meta-gradient and slots after it."""

@@ -34,6 +34,7 @@ def _steps_logged(path):
         return max([json.loads(line).get("step", 0) for line in f if line.strip()] or [0])
 
 
+@pytest.mark.slow  # several processes, each compiling a meta-step
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     steps = "400"  # enough that the kill at step 8 lands before the end on a fast machine
     full = tmp_path / "full"
@@ -146,6 +147,7 @@ def _wait_for_step(path, step):
     assert _steps_logged(path) >= step
 
 
+@pytest.mark.slow  # several processes, each compiling a meta-step
 def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not_block(tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
@@ -268,6 +270,7 @@ def test_truncated_config_is_named(tmp_path):
     assert r.returncode == 2 and f"{out / 'config.json'} is not readable JSON" in r.stderr
 
 
+@pytest.mark.slow  # several processes, each compiling a meta-step
 def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
     from hyperadam_optax.io import meta_params_from_checkpoint
 
@@ -300,9 +303,7 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
     from hyperadam_optax.evaluation.suites import parse_optimizer
 
     out = tmp_path / "rms"
-    r = _cli(*QUICK, "--init", "adam", "--normalization", "global_rms", "--meta-steps", "2",
-             "--out-dir", str(out))
-    assert r.returncode == 0, r.stderr
+    _quick_run(out, 2, init="adam", normalization="global_rms")
     assert json.loads((out / "config.json").read_text())["make_kwargs"] == {
         "normalization": "global_rms"}
     for name in ("meta_params.npz", "best_meta_params.npz"):
@@ -322,6 +323,6 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
     l2 = first_update(ha.optimizers.hyperadam.hyperadam(meta_params=theta))
     chex.assert_trees_all_close(got, want)
     assert optax.tree.norm(jax.tree.map(jax.numpy.subtract, got, l2)) > 0
-    r = _cli(*QUICK, "--meta-steps", "1", "--init-from", str(out / "meta_params.npz"),
-             "--out-dir", str(tmp_path / "l2"))
-    assert r.returncode == 2 and "made for {'normalization': 'global_rms'}" in r.stderr, r.stderr
+    with pytest.raises(ValueError, match="made for {'normalization': 'global_rms'}"):
+        _quick_run(tmp_path / "l2", 1, init_from=str(out / "meta_params.npz"))
+    assert not (tmp_path / "l2").exists()

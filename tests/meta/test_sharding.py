@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _run_on_8_cpu_devices(script: str, marker: str) -> None:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
@@ -66,5 +68,6 @@ META_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # compiles the meta-step four times in a fresh process (2.5 min)
 def test_sharded_meta_step_equals_single_device():
     _run_on_8_cpu_devices(META_SCRIPT, "META_SHARDED_OK")

@@ -76,7 +76,7 @@ def _run(axis_type: str, labels: str) -> None:
     assert "SHARDED_OK" in out.stdout
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+@pytest.mark.parametrize("axis_type", ["Auto", pytest.param("Explicit", marks=pytest.mark.slow)])
 def test_sharded_updates_equal_unsharded_and_keep_the_sharding(axis_type):
     _run(axis_type, "plain")
 
