@@ -346,6 +346,14 @@ def resolve_optimizer(optimizer: str, init: str, warm: dict,
     return learned
 
 
+def _non_default(optimizer: str, kwargs: dict) -> dict:
+    """The alias arguments given (not None) that differ from the alias's defaults: a run
+    made with the defaults spelled out is the same run as one without them."""
+    parameters = inspect.signature(get_optimizer(optimizer).make).parameters
+    return {k: v for k, v in kwargs.items() if v is not None
+            and not (k in parameters and parameters[k].default == v)}
+
+
 def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict | None = None):
     """Meta-parameters to start from: a file of ``save_meta_params`` or a meta-training
     checkpoint; they must be the optimizer's kind and shapes, and a file's ``make_kwargs``
@@ -443,7 +451,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                          f"got {validation_metric!r}")
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
             "warm_start_decay": warm_start_decay}
-    make_kwargs = {} if normalization is None else {"normalization": normalization}
+    make_kwargs = _non_default(optimizer, {"normalization": normalization})
     learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import chex
 import jax
@@ -326,3 +327,9 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
     with pytest.raises(ValueError, match="made for {'normalization': 'global_rms'}"):
         _quick_run(tmp_path / "l2", 1, init_from=str(out / "meta_params.npz"))
     assert not (tmp_path / "l2").exists()
+    # The default spelled out is the default: no make_kwargs, no warning on loading.
+    _quick_run(tmp_path / "l2", 1, init="adam", normalization="global_l2")
+    assert "make_kwargs" not in json.loads((tmp_path / "l2" / "config.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ha.load_meta_params(tmp_path / "l2" / "meta_params.npz")
