@@ -22,6 +22,7 @@ def test_demo_trains_and_plots(tmp_path, capsys):
     assert "shipped meta-parameters: meta-step" in printed
 
 
+@pytest.mark.slow  # the same demo as above through the CLI
 def test_cli_demo(tmp_path, capsys):
     assert cli.main(["demo", "--steps", "12", "--runs", "1", "--out", ""]) == 0
     assert "step 12" in capsys.readouterr().out

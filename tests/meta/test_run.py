@@ -180,6 +180,7 @@ def _quick_run(out, steps, **kw):
                          validation_tasks=2, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_resume_repairs_a_best_checkpoint_left_stale_by_a_kill(tmp_path):
     from hyperadam_optax.io import read_leaves
     from hyperadam_optax.meta.run import RunFiles, read_metrics
@@ -216,6 +217,7 @@ def test_resume_refuses_other_validation_tasks_and_fewer_meta_steps(tmp_path):
     assert (out / "card.json").read_text() == card
 
 
+@pytest.mark.slow
 def test_resume_keeps_rows_after_a_corrupt_line_skips_a_corrupt_checkpoint_and_logs_step_0_once(
         tmp_path):
     out = tmp_path / "run"
