@@ -17,6 +17,7 @@ def mnist():
     return d.x, d.y
 
 
+@pytest.mark.slow
 def test_tuned_adam_beats_sgd_at_its_default_rate(mnist, tmp_path):
     family = tasks.mnist_mlp(*mnist)
     cache = str(tmp_path / "tune.json")
@@ -33,6 +34,7 @@ def test_tuned_adam_beats_sgd_at_its_default_rate(mnist, tmp_path):
     assert entry["learning_rate"] == lr and len(entry["scores"]) == len(grid)
 
 
+@pytest.mark.slow
 def test_tuning_extends_the_grid_past_its_edge():
     family = tasks.random_quadratics(3, cond=2.0)  # SGD's best rate here is near 0.5-1
     lr = ev.tune_learning_rate("sgd", family, steps=20, runs=2, seed=0, grid=(1e-3, 2e-3))

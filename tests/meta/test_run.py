@@ -69,6 +69,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert (killed / "meta_loss.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     out = tmp_path / "run"
     assert _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(out)).returncode == 0
@@ -265,6 +266,7 @@ def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_truncated_config_is_named(tmp_path):
     out = tmp_path / "run"
     assert _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(out)).returncode == 0

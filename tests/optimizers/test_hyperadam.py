@@ -194,6 +194,7 @@ def test_meta_gradient_matches_finite_differences(x64):
     assert_grad_matches_finite_differences(meta_loss, theta, seed=12, min_abs=1e-4)
 
 
+@pytest.mark.slow
 def test_every_meta_parameter_gets_gradient_from_warm_start():
     theta = ha.init_meta_params(jax.random.key(1), 8, "adam")
     params = jnp.array([1.0, -2.0, 3.0, 0.5])
