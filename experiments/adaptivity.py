@@ -44,10 +44,13 @@ def build_family(task: str):
     return spec.build((train.x, train.y))
 
 
-def trace_runs(path, family, runs: int, steps: int, seed: int):
-    """Traces of the weights in ``path`` (with the normalization their metadata names)."""
+def load_weights(path):
+    """``(meta_params, alias arguments)`` of a weight file (e.g. its ``normalization``)."""
     meta_params, metadata = load_meta_params(path, with_metadata=True)
-    kwargs = make_kwargs_of(metadata)
+    return meta_params, make_kwargs_of(metadata)
+
+
+def trace_runs(meta_params, kwargs, family, runs: int, steps: int, seed: int):
     keys = jax.random.split(jax.random.key(seed), runs)
     curves = [summarise(trace_hyperadam(meta_params, family, k, steps, **kwargs)) for k in keys]
     return {q: np.stack([c[q] for c in curves]) for q in (*QUANTITIES, "loss")}
@@ -66,9 +69,10 @@ def main(argv=None):
     tasks = args.tasks.split(",")
     weights = dict(item.split("=", 1) for item in args.meta_params)
     families = {t: build_family(t) for t in tasks}
-    traces = {(label, t): trace_runs(path, families[t], args.runs, args.steps,
+    loaded = {label: load_weights(path) for label, path in weights.items()}  # each file once
+    traces = {(label, t): trace_runs(*loaded[label], families[t], args.runs, args.steps,
                                      args.seed)
-              for label, path in weights.items() for t in tasks}
+              for label in weights for t in tasks}
 
     marks = (1, min(50, args.steps), args.steps)
     print("| weights | task | mean β_t | mean γ_t | mean Σρ_t | Σρ_t at steps "

@@ -147,11 +147,13 @@ def load_meta_params(path: str | os.PathLike, *, with_metadata: bool = False):
     meta_params = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields})
     if with_metadata:
         return meta_params, metadata
-    if make_kwargs_of(metadata):
+    made_for = make_kwargs_of(metadata)
+    if made_for:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in made_for.items())
         warnings.warn(f"{path}: these {spec.name} weights were made for "
-                      f"{spec.name}(..., {_kwargs_text(make_kwargs_of(metadata))}); pass "
-                      "those arguments (load_meta_params(path, with_metadata=True) returns "
-                      "them under metadata['make_kwargs'])", stacklevel=2)
+                      f"{spec.name}(..., {arguments}); pass those arguments "
+                      "(load_meta_params(path, with_metadata=True) returns them under "
+                      "metadata['make_kwargs'])", stacklevel=2)
     return meta_params
 
 
@@ -161,10 +163,6 @@ def make_kwargs_of(metadata: dict) -> dict[str, Any]:
     if not isinstance(kwargs, dict):
         raise ValueError(f"metadata['make_kwargs'] must be a dict, got {kwargs!r}")
     return kwargs
-
-
-def _kwargs_text(kwargs: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 # Checkpoints of array pytrees -----------------------------------------------------------------

@@ -329,29 +329,30 @@ def _previous_commands(files: RunFiles, start: int) -> list:
 def resolve_optimizer(optimizer: str, init: str, warm: dict,
                       make_kwargs: dict | None = None) -> LearnedOptimizer:
     """The registry's optimizer with its initialisation; the warm-start arguments apply to
-    HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias (HyperAdam's
-    ``normalization``), bad ones refused here."""
+    HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias
+    (:func:`alias_arguments`), bad values refused here."""
     given = {k: v for k, v in warm.items() if v is not None}
     learned = learned_optimizer(optimizer, init=init, make_kwargs=make_kwargs, **given)
     if given and (learned.name != "hyperadam" or init != "adam"):
         raise ValueError(f"{' and '.join(given)} apply to HyperAdam's Adam warm start only "
                          "(optimizer 'hyperadam', init 'adam')")
+    template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails
     if make_kwargs:
-        try:
-            inspect.signature(get_optimizer(optimizer).make).bind(1.0, None, **make_kwargs)
-        except TypeError:
-            raise ValueError(f"{sorted(make_kwargs)}: not arguments of {learned.name}") from None
-        learned.make(learned.init_meta_params(jax.random.PRNGKey(0)))  # bad values fail here
-    jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails here
+        learned.make(template)  # bad values fail here
     return learned
 
 
-def _non_default(optimizer: str, kwargs: dict) -> dict:
-    """The alias arguments given (not None) that differ from the alias's defaults: a run
-    made with the defaults spelled out is the same run as one without them."""
-    parameters = inspect.signature(get_optimizer(optimizer).make).parameters
-    return {k: v for k, v in kwargs.items() if v is not None
-            and not (k in parameters and parameters[k].default == v)}
+def alias_arguments(optimizer: str, given: dict) -> dict:
+    """The alias arguments given (not None) that differ from the alias's defaults, so a run
+    made with the defaults spelled out is the same run as one without them; names the alias
+    does not take are refused."""
+    spec = get_optimizer(optimizer)
+    parameters = inspect.signature(spec.make).parameters
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - set(parameters))
+    if unknown:
+        raise ValueError(f"{unknown}: not arguments of {spec.name}")
+    return {k: v for k, v in given.items() if parameters[k].default != v}
 
 
 def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict | None = None):
@@ -451,7 +452,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                          f"got {validation_metric!r}")
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
             "warm_start_decay": warm_start_decay}
-    make_kwargs = _non_default(optimizer, {"normalization": normalization})
+    make_kwargs = alias_arguments(optimizer, {"normalization": normalization})
     learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
