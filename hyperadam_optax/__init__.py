@@ -29,6 +29,7 @@ from hyperadam_optax.optimizers.hyperadam import (
     global_rms_equivalent,
     hyperadam_internals,
     init_meta_params,
+    open_input_path,
     scale_by_hyperadam,
 )
 from hyperadam_optax.optimizers.l2o_scale import (
@@ -72,6 +73,7 @@ __all__ = [
     "init_meta_params",
     "load_meta_params",
     "load_pretrained",
+    "open_input_path",
     "pretrained_card",
     "save_meta_params",
     "scale_by_hyperadam",

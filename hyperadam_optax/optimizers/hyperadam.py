@@ -286,6 +286,58 @@ def global_rms_equivalent(meta_params: HyperAdamParams, num_coordinates: int) ->
                                 theta_r=meta_params.theta_r * shrink)
 
 
+def open_input_path(meta_params: HyperAdamParams, key: jax.Array, *,
+                    keep_units: tuple[int, ...] = (0,),
+                    input_scale: float = 1.0) -> HyperAdamParams:
+    """Θ' that takes Θ's steps but whose free LSTM units read the gradient at size O(1).
+
+    A warm start such as :func:`init_meta_params` ``(init="adam")`` reaches the step from the
+    gradient only through ``θ_p``, ``θ_h`` and ``θ_q`` in series, all of size 0.01, so the
+    path is about 1e-6 and each kernel's meta-gradient is proportional to the other two:
+    the LSTM never sees the task. Here, for every unit ``u`` not in ``keep_units``:
+
+    - ``θ_p``, ``b_p``: ``θ_p ~ N(0, input_scale²)`` (every unit of ``x``), ``b_p = 0``;
+    - ``θ_h`` columns and ``b_h`` of unit ``u``'s four gates: the paper's init
+      (Glorot-uniform kernel, forget bias +1), so ``s_t[u]`` is O(1) and follows ``ĝ``;
+    - the readout from ``s_t[u]`` is zero: row ``u`` of ``θ_q`` (ρ_t, Eq. 6) and row
+      ``J + u`` of ``θ_u``, ``θ_r`` (the ``nrm(s_t)`` part of Eq. 4-5);
+
+    and the kept units (e.g. the warm start's clock, unit 0 of :func:`decay_counter_weights`)
+    stop reading ``x`` and the free units (those rows of their gate columns are zeroed; their
+    own recurrences stay). So Θ' takes exactly Θ's steps when those zeroed entries were zero
+    (a warm start with ``warm_start_scale=0``; on meta-trained weights the kept units move a
+    little), while the meta-gradient of the readout rows is O(1) and task-dependent from the
+    first meta-step. ``ĝ`` is of size 1
+    only with ``normalization="global_rms"``; with ``"global_l2"`` it is ``1/√N``.
+    """
+    j = num_candidates(meta_params)
+    keep = sorted(set(keep_units))
+    if not keep_units or any(not isinstance(u, int) or not 0 <= u < j for u in keep_units):
+        raise ValueError(f"keep_units must be unit indices in [0, {j}), got {keep_units!r}")
+    if not (input_scale > 0 and math.isfinite(input_scale)):
+        raise ValueError(f"input_scale must be positive and finite, got {input_scale!r}")
+    mp = meta_params
+    dtype = mp.b_u.dtype
+    free = jnp.array([u for u in range(j) if u not in keep], jnp.int32)
+    kept = jnp.array(keep, jnp.int32)
+    gates = jnp.arange(4)[:, None] * j
+    free_cols, kept_cols = (gates + free[None]).ravel(), (gates + kept[None]).ravel()
+    k_p, k_h = jax.random.split(key)
+    fresh_h = glorot_uniform(k_h, mp.theta_h.shape, dtype)
+    theta_h = mp.theta_h.at[:, free_cols].set(fresh_h[:, free_cols])
+    kept_rows = jnp.setdiff1d(jnp.arange(2 * j), j + kept)  # x and the free units' s
+    theta_h = theta_h.at[kept_rows[:, None], kept_cols[None, :]].set(0.0)
+    return mp._replace(
+        theta_p=input_scale * jax.random.normal(k_p, mp.theta_p.shape, dtype),
+        b_p=jnp.zeros_like(mp.b_p),
+        theta_h=theta_h,
+        b_h=mp.b_h.at[free_cols].set(lstm_bias_init(j, 1.0, dtype)[free_cols]),
+        theta_u=mp.theta_u.at[j + free].set(0.0),
+        theta_r=mp.theta_r.at[j + free].set(0.0),
+        theta_q=mp.theta_q.at[free].set(0.0),
+    )
+
+
 class HyperAdamState(NamedTuple):
     """Per-coordinate state of HyperAdam.
 

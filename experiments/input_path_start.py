@@ -1,0 +1,46 @@
+"""Make HyperAdam's hand-set warm start with an open input path (``open_input_path``).
+
+The shipped weights' untrained start, Adam(0.8, 0.9) at 8.8388 x 0.005 falling to a quarter
+over 100 steps (``init_meta_params(init="adam", warm_start_decay=...)``), here with zero
+kernels (``warm_start_scale=0``), so that ``open_input_path`` keeps its steps exactly: the
+clock (unit 0) runs alone, the other 19 LSTM units read ``ĝ`` at size 1 (with
+``normalization="global_rms"``, recorded in the file's ``make_kwargs``) and their readout
+starts at zero.
+
+    python experiments/input_path_start.py experiments/starts/hyperadam-input-path.npz
+"""
+
+import argparse
+
+import jax
+
+import hyperadam_optax as ha
+from hyperadam_optax.optimizers.hyperadam import open_input_path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("--step", type=float, default=8.8388)
+    p.add_argument("--betas", default="0.8,0.9")
+    p.add_argument("--decay", default="100,0.25", help="HORIZON,FLOOR of the clock")
+    p.add_argument("--input-scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    betas = tuple(float(x) for x in args.betas.split(","))
+    decay = tuple(float(x) for x in args.decay.split(","))
+    k_init, k_open = jax.random.split(jax.random.key(args.seed))
+    warm = ha.init_meta_params(k_init, 20, "adam", warm_start_scale=0.0,
+                               warm_start_step=args.step, warm_start_betas=betas,
+                               warm_start_decay=decay)
+    ha.save_meta_params(args.out, open_input_path(warm, k_open, input_scale=args.input_scale), {
+        "make_kwargs": {"normalization": "global_rms"},
+        "made_by": f"open_input_path(init_meta_params(init='adam', warm_start_scale=0, "
+                   f"warm_start_step={args.step}, warm_start_betas={betas}, "
+                   f"warm_start_decay={decay}), input_scale={args.input_scale}), "
+                   f"seed {args.seed}",
+    })
+
+
+if __name__ == "__main__":
+    main()
