@@ -2,12 +2,17 @@
 
 The shipped weights' untrained start, Adam(0.8, 0.9) at 8.8388 x 0.005 falling to a quarter
 over 100 steps (``init_meta_params(init="adam", warm_start_decay=...)``), here with zero
-kernels (``warm_start_scale=0``), so that ``open_input_path`` keeps its steps exactly: the
+kernels (``warm_start_scale=0``) and by default the clock whose rate is in log space
+(``warm_start_clock="input_gate"``; the shipped start's is ``"cell_input"``, whose horizon a
+meta-step of 3e-5 moves by 0.6%), so that ``open_input_path`` keeps its steps exactly: the
 clock (unit 0) runs alone, the other 19 LSTM units read ``ĝ`` at size 1 (with
 ``normalization="global_rms"``, recorded in the file's ``make_kwargs``) and their readout
 starts at zero.
 
-    python experiments/input_path_start.py experiments/starts/hyperadam-input-path.npz
+    python experiments/input_path_start.py experiments/starts/hyperadam-input-path-gate.npz
+
+(``experiments/starts/hyperadam-input-path.npz``, the start of the run ``ha-input-path``, is
+the same with ``--clock cell_input``.)
 """
 
 import argparse
@@ -24,6 +29,8 @@ def main(argv=None):
     p.add_argument("--step", type=float, default=8.8388)
     p.add_argument("--betas", default="0.8,0.9")
     p.add_argument("--decay", default="100,0.25", help="HORIZON,FLOOR of the clock")
+    p.add_argument("--clock", default="input_gate", choices=["cell_input", "input_gate"],
+                   help="where the clock's rate lives (decay_counter_weights)")
     p.add_argument("--input-scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -32,12 +39,12 @@ def main(argv=None):
     k_init, k_open = jax.random.split(jax.random.key(args.seed))
     warm = ha.init_meta_params(k_init, 20, "adam", warm_start_scale=0.0,
                                warm_start_step=args.step, warm_start_betas=betas,
-                               warm_start_decay=decay)
+                               warm_start_decay=decay, warm_start_clock=args.clock)
     ha.save_meta_params(args.out, open_input_path(warm, k_open, input_scale=args.input_scale), {
         "make_kwargs": {"normalization": "global_rms"},
         "made_by": f"open_input_path(init_meta_params(init='adam', warm_start_scale=0, "
                    f"warm_start_step={args.step}, warm_start_betas={betas}, "
-                   f"warm_start_decay={decay}), input_scale={args.input_scale}), "
+                   f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), input_scale={args.input_scale}), "
                    f"seed {args.seed}",
     })
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-META_LOSSES = ("mean", "last", "sum", "log_ratio", "final")
+META_LOSSES = ("mean", "last", "sum", "log_ratio", "final", "log_final")
 #: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
 ESTIMATORS = ("tbptt", "full", "es", "pes")
 
@@ -33,8 +33,12 @@ class MetaTrainConfig:
         ``"sum"``, or ``"log_ratio"``: mean of ``log(f_t / (f_0 + 1e-6) + 1e-6)`` with f_0 the
         trajectory's first loss (Wichrowska et al. 2017), or ``"final"``: the loss of the
         truncation's final parameters averaged over the minibatches it saw (the evaluation
-        protocol's score, :func:`tasks.final_loss`, per truncation). ``None``: the
-        optimizer's default.
+        protocol's score, :func:`tasks.final_loss`, per truncation), or ``"log_final"``:
+        ``log(final / (f_0 + 1e-6) + 1e-6)`` in the truncation that ends the trajectory and 0
+        in the others, so the objective is the log of the loss users score (the final
+        parameters' at the end of their run) rather than the area under the curve that
+        ``"log_ratio"`` rewards (for PES, ES and full BPTT: truncated BPTT only sees it in
+        the last truncation). ``None``: the optimizer's default.
       second_order: keep the optimizee gradient's dependence on the meta-parameters
         (default False: the gradient is a constant, as in the authors' code).
       meta_lr: the outer Adam's learning rate (``None``: the optimizer's default, resolved

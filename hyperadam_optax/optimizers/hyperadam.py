@@ -109,6 +109,7 @@ def init_meta_params(
     warm_start_step: float = 1.0,
     warm_start_betas: tuple[float, float] = (0.9, 0.999),
     warm_start_decay: tuple[float, float] | None = None,
+    warm_start_clock: str = "cell_input",
 ) -> HyperAdamParams:
     """Initial meta-parameters.
 
@@ -133,6 +134,8 @@ def init_meta_params(
         ``tanh(1/2)`` (about step ``horizon``), where its input gate closes, so the step
         falls almost linearly from ``step`` to ``floor · step`` and then stays there
         (:func:`decay_counter_weights`). ``floor`` in (0, 1].
+      warm_start_clock: where the decay clock's rate lives (:data:`CLOCKS`): ``"cell_input"``
+        (the shipped weights' start) or ``"input_gate"`` (in log space, for meta-training).
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be a positive int, got {num_candidates!r}")
@@ -149,13 +152,14 @@ def init_meta_params(
                              f"got {warm_start_decay!r}")
         if init != "adam":
             raise ValueError("warm_start_decay needs init='adam'")
+    check_clock(warm_start_clock)
     keys = dict(zip(["theta_p", "theta_h", "theta_u", "theta_r", "theta_q"],
                     jax.random.split(key, 5)))
     if init == "paper":
         return _paper_init(keys, num_candidates, dtype)
     if init == "adam":
         return _adam_warm_start(keys, num_candidates, dtype, warm_start_scale, warm_start_step,
-                                (b1, b2), warm_start_decay)
+                                (b1, b2), warm_start_decay, warm_start_clock)
     raise ValueError(f"init must be 'paper' or 'adam', got {init!r}")
 
 
@@ -178,8 +182,8 @@ def _paper_init(keys: dict, j: int, dtype) -> HyperAdamParams:
 
 
 def _adam_warm_start(keys: dict, j: int, dtype, scale: float, step: float,
-                     betas: tuple[float, float], decay: tuple[float, float] | None
-                     ) -> HyperAdamParams:
+                     betas: tuple[float, float], decay: tuple[float, float] | None,
+                     clock: str = "cell_input") -> HyperAdamParams:
     """Adam(*betas) at rate ``α · step`` (falling over time with ``decay``), kernels
     ``N(0, scale²)`` (:func:`init_meta_params`)."""
     shapes = expected_shapes(j)
@@ -190,7 +194,8 @@ def _adam_warm_start(keys: dict, j: int, dtype, scale: float, step: float,
     theta_h, b_h = small("theta_h"), lstm_bias_init(j, 1.0, dtype)
     theta_q = small("theta_q")
     if decay is not None:
-        theta_h, b_h, theta_q = decay_counter_weights(theta_h, b_h, theta_q, step, *decay)
+        theta_h, b_h, theta_q = decay_counter_weights(theta_h, b_h, theta_q, step, *decay,
+                                                      clock=clock)
     return HyperAdamParams(
         theta_p=small("theta_p"),
         b_p=jnp.zeros((j,), dtype),
@@ -210,30 +215,56 @@ _OPEN_GATE = 30.0
 #: Steepness of the decay counter's input gate around its stop level.
 _COUNTER_SHARPNESS = 400.0
 
+#: Where the decay clock's rate δ lives (:func:`decay_counter_weights`).
+CLOCKS = ("cell_input", "input_gate")
 
-def decay_counter_weights(theta_h, b_h, theta_q, step: float, horizon: float, floor: float):
+
+def check_clock(clock: str) -> str:
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    return clock
+
+
+def decay_counter_weights(theta_h, b_h, theta_q, step: float, horizon: float, floor: float,
+                          *, clock: str = "cell_input"):
     """Make LSTM unit 0 a clock that lowers the step ``Σρ`` from ``step`` to ``floor · step``.
 
-    Unit 0 (gate order ``(i, g, f, o)``): forget and output gates open (bias 30), cell
-    input ``tanh(g) = δ = 1 / (2 · horizon)``, so ``c_t = t δ`` and ``s_t = tanh(c_t)``; the
-    input gate ``σ(k (1 - s_{t-1} / s*))`` with ``s* = tanh(1/2)``, ``k = 400`` closes once
-    ``s`` reaches ``s*`` (about ``t = horizon``), so the clock stops there (it creeps on: the step is
-    about 8% below ``floor · step`` after 10,000 steps). Every weight ``ρ_j = ELU(s_t θ_q + b_q)_j``
+    Unit 0 (gate order ``(i, g, f, o)``): forget and output gates open (bias 30), so
+    ``c_t = c_{t-1} + σ(i) tanh(g)``, ``s_t = tanh(c_t)``, with ``δ = 1 / (2 · horizon)``,
+    ``s* = tanh(1/2)``, and the clock stopping once ``s`` reaches ``s*`` (about
+    ``t = horizon``). ``clock`` says where ``δ`` and the stop live:
+
+    - ``"cell_input"`` (the shipped weights' start): ``tanh(g) = δ`` and the input gate
+      ``σ(k (1 - s_{t-1} / s*))``, ``k = 400``, closes at ``s*`` (it creeps on: the step is
+      about 8% below ``floor · step`` after 10,000 steps). ``δ`` is a bias of size
+      ``1/(2 horizon)``: a meta-optimizer's step of ``1e-5`` on it moves the horizon by
+      ``2e-3`` of itself (at horizon 100).
+    - ``"input_gate"``: ``σ(i) = δ`` (bias ``logit δ``, so such a step moves the horizon by
+      ``1e-5`` of itself) and ``tanh(g) = tanh(k (1 - s_{t-1} / s*))`` with
+      ``k = 0.294 / δ``, which reaches 0 at ``s*``: the clock stops there for good,
+      approached with a contraction of 1/2 per step.
+
+    Every weight ``ρ_j = ELU(s_t θ_q + b_q)_j``
     gets ``θ_q[0, j] = -step (1 - floor) / (J s*)``; with ``b_q = step / J`` their sum falls
     from ``step`` to ``floor · step``. The clock's own kernel columns are zeroed (else the
     warm start's small random kernels jitter its tiny increment δ per coordinate); other units
     and kernel entries are left as given.
     Returns ``(theta_h, b_h, theta_q)``.
     """
+    check_clock(clock)
     j = b_h.shape[0] // 4
-    s_stop = math.tanh(0.5)
-    b_h = (b_h.at[0].set(_COUNTER_SHARPNESS)  # input gate: open until s_{t-1} = s*
-           .at[j].set(math.atanh(0.5 / horizon))  # cell input δ
+    s_stop, delta = math.tanh(0.5), 0.5 / horizon
+    if clock == "cell_input":  # i: open until s_{t-1} = s*; g: δ
+        stop_gate, sharpness, b_i, b_g = 0, _COUNTER_SHARPNESS, _COUNTER_SHARPNESS, math.atanh(delta)
+    else:  # i: δ; g: tanh(k (1 - s_{t-1}/s*)), k δ (1 - s*²) / s* = 1/2
+        sharpness = 0.5 * s_stop / ((1.0 - s_stop**2) * delta)
+        stop_gate, b_i, b_g = j, _logit(delta), sharpness
+    b_h = (b_h.at[0].set(b_i).at[j].set(b_g)
            .at[2 * j].set(_OPEN_GATE)  # forget gate
            .at[3 * j].set(_OPEN_GATE))  # output gate
-    clock = jnp.array([0, j, 2 * j, 3 * j])
-    theta_h = (theta_h.at[:, clock].set(0.0)  # the clock ignores the inputs: no jitter in δ
-               .at[j, 0].set(-_COUNTER_SHARPNESS / s_stop))  # s_{t-1}[0] -> input gate
+    gates = jnp.array([0, j, 2 * j, 3 * j])
+    theta_h = (theta_h.at[:, gates].set(0.0)  # the clock ignores the inputs: no jitter in δ
+               .at[j, stop_gate].set(-sharpness / s_stop))  # s_{t-1}[0] -> the stopping gate
     theta_q = theta_q.at[0, :].set(-step * (1.0 - floor) / (j * s_stop))
     return theta_h, b_h, theta_q
 

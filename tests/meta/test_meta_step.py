@@ -218,6 +218,27 @@ def test_meta_loss_kinds_are_computed_from_the_truncations_losses(kind):
         assert bool(metrics["finite"]) and np.isfinite(float(metrics["meta_loss"]))
 
 
+def test_log_final_meta_loss_counts_only_the_truncation_that_ends_the_trajectory():
+    """``log_final``: 0 in the first truncation of an 8-step trajectory, then the log of the
+    ``final`` meta-loss of the second (the trajectory's last) over its first loss."""
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(4, noise=0.2)
+    configs = {kind: mt.MetaTrainConfig(num_tasks=1, unroll=4, trajectory=8, meta_loss=kind)
+               for kind in ("log_final", "final")}
+    state = mt.init_meta_state(jax.random.PRNGKey(6), opt, family, configs["final"])
+    slot = jax.tree.map(lambda a: a[0], state.slots)
+    assert int(slot.step) == 0
+    first_truncation, (losses, slot) = mt.truncated_unroll(
+        opt, family, configs["log_final"], state.meta_params, slot)
+    assert float(first_truncation) == 0.0
+    ended, _ = mt.truncated_unroll(opt, family, configs["log_final"], state.meta_params, slot)
+    final, _ = mt.truncated_unroll(opt, family, configs["final"], state.meta_params, slot)
+    np.testing.assert_allclose(float(ended),
+                               np.log(float(final) / (float(losses[0]) + 1e-6) + 1e-6),
+                               rtol=1e-5)
+    assert float(ended) < 0  # the quadratic's loss fell
+
+
 def test_final_meta_loss_is_the_truncations_final_parameters_on_its_minibatches():
     """``meta_loss="final"`` against the same truncation stepped by hand."""
     opt = _tiny_hyperadam()

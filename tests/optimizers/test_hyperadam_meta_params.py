@@ -10,15 +10,20 @@ import pytest
 import hyperadam_optax as ha
 
 
-def _clock_steps(step, horizon, floor, steps, j=20):
+def _clock_steps(step, horizon, floor, steps, j=20, clock="cell_input"):
     """Σρ_t of the decaying warm start from its definition, a scalar float64 recurrence written
-    out here (not the package's LSTM): c_t = c_{t-1} + σ(k (1 - s_{t-1}/s*)) δ, s_t = tanh(c_t),
-    Σρ_t = J ELU(step/J - step (1 - floor) s_t / (J s*))."""
-    k, s_stop, delta = 400.0, np.tanh(0.5), 0.5 / horizon
+    out here (not the package's LSTM): s_t = tanh(c_t), Σρ_t = J ELU(step/J - step (1 - floor)
+    s_t / (J s*)), and c_t = c_{t-1} + σ(400 (1 - s_{t-1}/s*)) δ (``cell_input``) or
+    c_{t-1} + δ tanh(k (1 - s_{t-1}/s*)) with k δ (1 - s*²)/s* = 1/2 (``input_gate``)."""
+    s_stop, delta = np.tanh(0.5), 0.5 / horizon
+    k = 0.5 * s_stop / ((1 - s_stop**2) * delta)
     c = h = 0.0
     out = []
     for _ in range(steps):
-        c += delta / (1.0 + np.exp(-k * (1.0 - h / s_stop)))
+        if clock == "cell_input":
+            c += delta / (1.0 + np.exp(-400.0 * (1.0 - h / s_stop)))
+        else:
+            c += delta * np.tanh(k * (1.0 - h / s_stop))
         h = np.tanh(c)
         z = step / j - step * (1.0 - floor) * h / (j * s_stop)
         out.append(j * (z if z > 0 else np.expm1(z)))
@@ -75,15 +80,16 @@ def test_adam_warm_start_step_is_adam_at_the_scaled_rate(betas):
         ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_betas=(0.9, 1.0))
 
 
-def test_decaying_warm_start_is_adam_with_a_falling_rate():
+@pytest.mark.parametrize("clock", ["cell_input", "input_gate"])
+def test_decaying_warm_start_is_adam_with_a_falling_rate(clock):
     """HyperAdam from ``warm_start_decay=(horizon, floor)`` (kernels otherwise zero) is Adam
     whose rate is 0.005 Σρ_t of the recurrence above; that rate falls almost linearly to
     ``floor`` times its start at ``horizon`` and stays within 10% of it to step 2,000."""
     step, horizon, floor = 6.0, 40, 0.25
     mp = ha.init_meta_params(jax.random.key(0), 20, "adam", warm_start_scale=0.0,
                              warm_start_step=step, warm_start_betas=(0.8, 0.9),
-                             warm_start_decay=(horizon, floor))
-    rates = 0.005 * _clock_steps(step, horizon, floor, 2000)
+                             warm_start_decay=(horizon, floor), warm_start_clock=clock)
+    rates = 0.005 * _clock_steps(step, horizon, floor, 2000, clock=clock)
     assert rates[0] == pytest.approx(0.005 * step, rel=0.03)
     assert rates[horizon // 2 - 1] == pytest.approx(0.005 * step * (1 + floor) / 2, rel=0.05)
     assert rates[horizon - 1] == pytest.approx(0.005 * step * floor, rel=0.05)
@@ -104,6 +110,38 @@ def test_decaying_warm_start_is_adam_with_a_falling_rate():
             ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_decay=bad)
     with pytest.raises(ValueError, match="warm_start_decay needs init='adam'"):
         ha.init_meta_params(jax.random.key(0), 4, "paper", warm_start_decay=(100, 0.25))
+
+
+def _sum_rho(mp, steps):
+    """Σρ_t of HyperAdam with ``mp`` over ``steps`` steps of a fixed gradient (the clock
+    runs whatever the gradient)."""
+    tx = ha.scale_by_hyperadam(mp)
+    state, grads, out = tx.init(jnp.zeros(3)), jnp.array([1.0, -2.0, 0.5]), []
+    for _ in range(steps):
+        rho = ha.hyperadam_internals(mp, grads, state)["rho"]
+        out.append(float(jnp.sum(rho[0])))
+        _, state = tx.update(grads, state)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("clock,most", [("cell_input", 0.5), ("input_gate", 0.005)])
+def test_the_input_gate_clock_keeps_its_horizon_under_a_meta_step_on_its_rate(clock, most):
+    """Adam moves every meta-parameter by about its rate per meta-step whatever its size: a
+    move of 1e-3 on the clock's rate bias shifts the step at the clock's midpoint by 10% of
+    its fall when the rate is the cell input δ = 0.005 (``cell_input``), by 0.05% when it is
+    the input gate's logit (``input_gate``)."""
+    horizon, step, floor = 100, 8.0, 0.25
+    mp = ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_scale=0.0,
+                             warm_start_step=step, warm_start_decay=(horizon, floor),
+                             warm_start_clock=clock)
+    rate_bias = 4 if clock == "cell_input" else 0  # b_h of unit 0's g or i gate (J = 4)
+    before = _sum_rho(mp, horizon)
+    after = _sum_rho(mp._replace(b_h=mp.b_h.at[rate_bias].add(1e-3)), horizon)
+    shift = abs(after[horizon // 2] - before[horizon // 2]) / (step * (1 - floor))
+    assert shift < most and (clock == "input_gate" or shift > 0.05), shift
+    with pytest.raises(ValueError, match="clock must be one of"):
+        ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_decay=(10, 0.5),
+                            warm_start_clock="gate")
 
 
 def test_unknown_init():
