@@ -44,7 +44,8 @@ def main(argv=None):
         "make_kwargs": {"normalization": "global_rms"},
         "made_by": f"open_input_path(init_meta_params(init='adam', warm_start_scale=0, "
                    f"warm_start_step={args.step}, warm_start_betas={betas}, "
-                   f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), input_scale={args.input_scale}), "
+                   f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), "
+                   f"input_scale={args.input_scale}), "
                    f"seed {args.seed}",
     })
 

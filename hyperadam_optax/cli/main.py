@@ -66,7 +66,7 @@ def _add_demo(sub) -> None:
 
 def _add_meta_train(sub) -> None:
     from hyperadam_optax.meta import ESTIMATORS, META_LOSSES, VALIDATION_METRICS
-    from hyperadam_optax.optimizers.hyperadam import NORMALIZATIONS
+    from hyperadam_optax.optimizers.hyperadam import CLOCKS, NORMALIZATIONS
     from hyperadam_optax.optimizers.registry import names
     from hyperadam_optax.tasks.registry import ENSEMBLES
 
@@ -92,6 +92,10 @@ def _add_meta_train(sub) -> None:
                     metavar="HORIZON,FLOOR",
                     help="with --init adam: the warm start's rate falls about linearly to FLOOR "
                          "times itself over HORIZON steps, then stays (default: constant)")
+    mt.add_argument("--warm-start-clock", default=None, choices=CLOCKS,
+                    help="with --warm-start-decay: where the clock's rate lives, a cell input "
+                         "(default) or an input gate's logit (log space: meta-training moves "
+                         "the horizon by relative amounts)")
     mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
                     help="tasks vmapped together, chunks run one after another (a divisor of "
@@ -237,7 +241,8 @@ def _meta_train(args, argv) -> None:
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
-               warm_start_decay=args.warm_start_decay, normalization=args.normalization,
+               warm_start_decay=args.warm_start_decay,
+               warm_start_clock=args.warm_start_clock, normalization=args.normalization,
                init_from=args.init_from,
                config=config,
                meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,

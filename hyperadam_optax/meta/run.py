@@ -112,6 +112,7 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
                data: str, warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
                warm_start_decay: tuple[float, float] | None = None,
+               warm_start_clock: str | None = None,
                validation_metric: str = "mean", validation_tasks: int = 4) -> dict:
     """The fields that define a run: resuming with any of them changed is refused (the
     validation tasks too: "best" compares losses measured on the same tasks).
@@ -120,7 +121,8 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
     on other hardware; the sums over slots then run in another order, so a run resumed with
     another ``task_chunk`` is equal to an uninterrupted one up to float rounding, not
     bit-for-bit. ``validation_metric`` is recorded only when it is not the default
-    ``"mean"``; so are ``warm_start_betas`` and ``warm_start_decay`` only when given."""
+    ``"mean"``; so are ``warm_start_betas``, ``warm_start_decay`` and ``warm_start_clock``
+    only when given."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"
               and not (k == "min_trajectory" and v is None)}  # old runs' identities stand
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
@@ -128,6 +130,8 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
         extra["warm_start_betas"] = list(warm_start_betas)
     if warm_start_decay is not None:
         extra["warm_start_decay"] = list(warm_start_decay)
+    if warm_start_clock is not None:
+        extra["warm_start_clock"] = warm_start_clock
     return {"optimizer": optimizer, "task": task, "init": init, "warm_start_step": warm_start_step,
             "seed": seed, "data": data, **fields, "validation_tasks": validation_tasks, **extra}
 
@@ -412,6 +416,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
                warm_start_step: float | None = None,
                warm_start_betas: tuple[float, float] | None = None,
                warm_start_decay: tuple[float, float] | None = None,
+               warm_start_clock: str | None = None,
                normalization: str | None = None,
                init_from: str | None = None,
                config: MetaTrainConfig | None = None,
@@ -435,8 +440,9 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
     ``0.005 * warm_start_step`` with Adam's decay rates ``warm_start_betas`` (default
     ``(0.9, 0.999)``), decaying over time to ``floor`` times that rate over about ``horizon``
-    steps if ``warm_start_decay = (horizon, floor)``. ``normalization`` (HyperAdam only):
-    ``"global_l2"`` or ``"global_rms"`` (``scale_by_hyperadam``); when given it joins the
+    steps if ``warm_start_decay = (horizon, floor)``, counted by a clock whose rate is a cell
+    input or an input gate's logit (``warm_start_clock``, ``init_meta_params``).
+    ``normalization`` (HyperAdam only): ``"global_l2"`` or ``"global_rms"`` (``scale_by_hyperadam``); when given it joins the
     run's identity and the ``make_kwargs`` of its files' metadata, which evaluation and
     ``--init-from`` read back. ``validation_metric`` scores the
     checkpoints (the lowest is kept as best): ``"mean"`` loss over the trajectory, or
@@ -451,7 +457,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         raise ValueError(f"validation_metric must be one of {VALIDATION_METRICS}, "
                          f"got {validation_metric!r}")
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
-            "warm_start_decay": warm_start_decay}
+            "warm_start_decay": warm_start_decay, "warm_start_clock": warm_start_clock}
     make_kwargs = alias_arguments(optimizer, {"normalization": normalization})
     learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
     task = task or learned.default_task

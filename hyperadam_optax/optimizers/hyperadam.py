@@ -152,7 +152,8 @@ def init_meta_params(
                              f"got {warm_start_decay!r}")
         if init != "adam":
             raise ValueError("warm_start_decay needs init='adam'")
-    check_clock(warm_start_clock)
+    if check_clock(warm_start_clock) != "cell_input" and warm_start_decay is None:
+        raise ValueError("warm_start_clock is the clock of warm_start_decay, which is not set")
     keys = dict(zip(["theta_p", "theta_h", "theta_u", "theta_r", "theta_q"],
                     jax.random.split(key, 5)))
     if init == "paper":

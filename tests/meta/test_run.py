@@ -94,6 +94,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--init", "adam", "--warm-start-decay", "100"], "expected HORIZON,FLOOR"),
     (["--init", "adam", "--warm-start-decay", "100,0"], "warm_start_decay must be (horizon >= 1"),
     (["--warm-start-decay", "100,0.25"], "apply to HyperAdam's Adam warm start only"),
+    (["--init", "adam", "--warm-start-clock", "input_gate"], "warm_start_decay, which is not set"),
+    (["--init", "adam", "--warm-start-clock", "gate"], "invalid choice: 'gate'"),
     (["--normalization", "rms"], "invalid choice: 'rms'"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
@@ -113,22 +115,26 @@ def test_cli_corrupt_data_dir(tmp_path):
 
 
 def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
-    """A run from ``warm_start_decay`` records it in its identity; the meta-parameters read
-    back from any checkpoint (how a checkpoint other than the best is shipped) are the ones
-    the run saved at that step, and step 0 is the warm start itself."""
+    """A run from ``warm_start_decay`` (and its clock) records them in its identity; the
+    meta-parameters read back from any checkpoint (how a checkpoint other than the best is
+    shipped) are the ones the run saved at that step, and step 0 is the warm start itself."""
     from hyperadam_optax.io import meta_params_from_checkpoint as checkpoint_meta_params
     from hyperadam_optax.meta import meta_train
 
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
     meta_train(task="quadratic", init="adam", warm_start_step=2.0, warm_start_decay=(10, 0.5),
+               warm_start_clock="input_gate",
                config=config, meta_steps=2, checkpoint_every=1, keep=5, validation_tasks=2,
                out_dir=str(tmp_path), progress=False, log=lambda *a: None)
-    assert json.loads((tmp_path / "config.json").read_text())["warm_start_decay"] == [10, 0.5]
+    identity = json.loads((tmp_path / "config.json").read_text())
+    assert identity["warm_start_decay"] == [10, 0.5]
+    assert identity["warm_start_clock"] == "input_gate"
     final = checkpoint_meta_params(str(tmp_path / "checkpoints" / "ckpt_00000002.npz"))
     chex.assert_trees_all_equal(final, ha.load_meta_params(str(tmp_path / "meta_params.npz")))
     start = checkpoint_meta_params(str(tmp_path / "checkpoints" / "ckpt_00000000.npz"))
     np.testing.assert_array_equal(start.b_h, ha.init_meta_params(
-        jax.random.key(0), 20, "adam", warm_start_step=2.0, warm_start_decay=(10, 0.5)).b_h)
+        jax.random.key(0), 20, "adam", warm_start_step=2.0, warm_start_decay=(10, 0.5),
+        warm_start_clock="input_gate").b_h)
     assert not np.array_equal(start.b_h, final.b_h)
     with pytest.raises(ValueError, match="not a readable meta-training checkpoint"):
         checkpoint_meta_params(str(tmp_path / "config.json"))

@@ -116,12 +116,13 @@ def _sum_rho(mp, steps):
     """Σρ_t of HyperAdam with ``mp`` over ``steps`` steps of a fixed gradient (the clock
     runs whatever the gradient)."""
     tx = ha.scale_by_hyperadam(mp)
-    state, grads, out = tx.init(jnp.zeros(3)), jnp.array([1.0, -2.0, 0.5]), []
-    for _ in range(steps):
+    grads = jnp.array([1.0, -2.0, 0.5])
+
+    def step(state, _):
         rho = ha.hyperadam_internals(mp, grads, state)["rho"]
-        out.append(float(jnp.sum(rho[0])))
-        _, state = tx.update(grads, state)
-    return np.array(out)
+        return tx.update(grads, state)[1], jnp.sum(rho[0])
+
+    return np.asarray(jax.lax.scan(step, tx.init(jnp.zeros(3)), length=steps)[1])
 
 
 @pytest.mark.parametrize("clock,most", [("cell_input", 0.5), ("input_gate", 0.005)])
