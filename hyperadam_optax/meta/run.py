@@ -445,8 +445,9 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     ``normalization`` (HyperAdam only): ``"global_l2"`` or ``"global_rms"``
     (``scale_by_hyperadam``); when given it joins the run's identity and the ``make_kwargs``
     of its files' metadata, which evaluation and ``--init-from`` read back.
-    ``validation_metric`` scores the checkpoints (the lowest is kept as best): ``"mean"`` loss over the trajectory, or
-    ``"final"``, the evaluation protocol's loss of the final parameters
+    ``validation_metric`` scores the checkpoints (the lowest is kept as best): ``"mean"``
+    loss over the trajectory, or ``"final"``, the evaluation protocol's loss of the final
+    parameters
     (:func:`~hyperadam_optax.meta.validation.make_evaluator`). ``init_from``: start from the
     meta-parameters in this file (``save_meta_params`` or a checkpoint of a run) instead of
     ``init``; its SHA-256 joins the run's identity.
