@@ -27,6 +27,13 @@ def _seed(text: str) -> int:
     return value
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
 def _number_pair(what: str):
     """An argparse type for ``A,B`` (two numbers; their range is checked by init_meta_params)."""
 
@@ -116,6 +123,10 @@ def _add_meta_train(sub) -> None:
                          "(default: every task runs --trajectory steps)")
     mt.add_argument("--meta-loss", choices=META_LOSSES, default=None,
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
+    mt.add_argument("--train-only", default=None, metavar="FIELDS",
+                    type=_names,
+                    help="comma-separated fields of the meta-parameters that train (e.g. "
+                         "theta_q,b_q); the others keep their initial values (default: all)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
     mt.add_argument("--estimator", choices=ESTIMATORS, default="tbptt",
@@ -237,7 +248,7 @@ def _meta_train(args, argv) -> None:
                              clip_norm=args.clip_norm, task_chunk=args.task_chunk,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
                              estimator=args.estimator, num_particles=args.num_particles,
-                             sigma=args.sigma)
+                             sigma=args.sigma, trainable=args.train_only)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,

@@ -51,6 +51,9 @@ class MetaTrainConfig:
       task_chunk: how many task slots are vmapped together; chunks run one after another
         (``lax.map``). ``None``: 1 on a single CPU device (each task's arrays stay in cache:
         benchmarks/meta_step.py), else all B in one vmap. Must divide B.
+      trainable: the fields of the meta-parameters that train (e.g. ``("theta_q", "b_q")``);
+        the others keep their initial values and are not perturbed by ES/PES
+        (:mod:`hyperadam_optax.meta.trainable`). ``None``: all.
     """
 
     num_tasks: int = 8
@@ -67,6 +70,7 @@ class MetaTrainConfig:
     num_particles: int = 8
     sigma: float = 0.01
     min_trajectory: int | None = None
+    trainable: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -93,6 +97,11 @@ class MetaTrainConfig:
                 or not self.unroll <= self.min_trajectory <= self.trajectory):
             raise ValueError(f"min_trajectory must be None or an int in [unroll, trajectory] = "
                              f"[{self.unroll}, {self.trajectory}], got {self.min_trajectory!r}")
+        if self.trainable is not None and (
+                not isinstance(self.trainable, tuple) or not self.trainable
+                or not all(isinstance(n, str) for n in self.trainable)):
+            raise ValueError(f"trainable must be None or a non-empty tuple of field names, got "
+                             f"{self.trainable!r}")
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not 0 < self.meta_lr <= 1:

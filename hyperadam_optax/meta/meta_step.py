@@ -22,6 +22,7 @@ from hyperadam_optax.meta.estimators import ESTIMATORS
 from hyperadam_optax.meta.estimators.tbptt import truncated_unroll
 from hyperadam_optax.meta.learned import LearnedOptimizer
 from hyperadam_optax.meta.sharding import cpu_compiler_options, shard_meta_state
+from hyperadam_optax.meta.trainable import frozen_to_zero, trainable_mask
 from hyperadam_optax.meta.truncation import TaskSlot, all_finite
 from hyperadam_optax.tasks.base import TaskFamily
 
@@ -93,6 +94,7 @@ def make_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Meta
                                                           state.meta_params, own, key)
         if slot_index is not None:
             slots = tuple(slots if i == slot_index else s for i, s in enumerate(state.slots))
+        grads = frozen_to_zero(grads, trainable_mask(state.meta_params, config.trainable))
         finite = all_finite(grads) & jnp.isfinite(loss)
         safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, outer_state = outer.update(safe_grads, state.outer_state, state.meta_params)

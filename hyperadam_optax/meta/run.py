@@ -54,6 +54,7 @@ from hyperadam_optax.meta.ensemble import (
 from hyperadam_optax.meta.learned import LearnedOptimizer, learned_optimizer
 from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.sharding import shard_meta_state
+from hyperadam_optax.meta.trainable import trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 from hyperadam_optax.optimizers.registry import get_optimizer
 from hyperadam_optax.tasks.data import mnist_data
@@ -123,8 +124,9 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
     bit-for-bit. ``validation_metric`` is recorded only when it is not the default
     ``"mean"``; so are ``warm_start_betas``, ``warm_start_decay`` and ``warm_start_clock``
     only when given."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "task_chunk"
-              and not (k == "min_trajectory" and v is None)}  # old runs' identities stand
+    fields = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in dataclasses.asdict(config).items() if k != "task_chunk"
+              and not (k in ("min_trajectory", "trainable") and v is None)}  # old runs stand
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
     if warm_start_betas is not None:
         extra["warm_start_betas"] = list(warm_start_betas)
@@ -463,6 +465,8 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
+    trainable_mask(jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
+                   config.trainable)  # unknown field names fail before anything is written
     members = ensemble_members(task)
     data, data_desc = task_data(task, data_dir)
     families = [get_task(name).build(data) for name in members]

@@ -97,6 +97,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--init", "adam", "--warm-start-clock", "input_gate"], "warm_start_decay, which is not set"),
     (["--init", "adam", "--warm-start-clock", "gate"], "invalid choice: 'gate'"),
     (["--normalization", "rms"], "invalid choice: 'rms'"),
+    (["--train-only", "theta_q,theta_z"], "['theta_z'] are not fields"),
+    (["--train-only", "theta_q,"], "expected names separated by commas"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
 ])

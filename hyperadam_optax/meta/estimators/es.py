@@ -36,7 +36,8 @@ def init_slots(key_slots, key_offsets, optimizer: LearnedOptimizer, family: Task
 def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig,
              meta_params: PyTree, slots: TaskSlot, key: jax.Array):
     """``(mean meta-loss, estimate, slots after (fresh tasks), restarts)``."""
-    noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma)
+    noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
+                             config.trainable)
 
     def run(theta, slot):
         return truncation(optimizer, family, config, theta, slot)

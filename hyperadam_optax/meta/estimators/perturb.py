@@ -7,17 +7,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from hyperadam_optax.meta.trainable import frozen_to_zero, trainable_mask
+
 PyTree = Any
 
 
-def antithetic_noise(key: jax.Array, meta_params: PyTree, pairs: int, sigma: float) -> PyTree:
+def antithetic_noise(key: jax.Array, meta_params: PyTree, pairs: int, sigma: float,
+                     trainable: tuple[str, ...] | None = None) -> PyTree:
     """``ε ~ N(0, σ² I)`` for each of ``pairs`` pairs: a pytree like ``meta_params`` with a
-    leading ``pairs`` axis."""
+    leading ``pairs`` axis; zero on the fields not in ``trainable`` (None: all train)."""
     leaves, treedef = jax.tree.flatten(meta_params)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [
+    noise = jax.tree.unflatten(treedef, [
         sigma * jax.random.normal(k, (pairs,) + x.shape, x.dtype) for k, x in zip(keys, leaves)
     ])
+    return frozen_to_zero(noise, trainable_mask(meta_params, trainable))
 
 
 def shifted(meta_params: PyTree, noise: PyTree, sign: float) -> PyTree:

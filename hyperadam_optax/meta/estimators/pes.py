@@ -61,7 +61,8 @@ def init_slots(key_slots, key_offsets, optimizer: LearnedOptimizer, family: Task
 def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig,
              meta_params: PyTree, slots: PESSlots, key: jax.Array):
     """``(mean meta-loss, estimate, slots after, restarts)``."""
-    noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma)
+    noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
+                             config.trainable)
     accumulated = jax.tree.map(jnp.add, slots.noise, noise)
 
     def run(theta, slot):
