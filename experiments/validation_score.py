@@ -1,0 +1,66 @@
+"""Score HyperAdam weight files on the validation families, as a meta-training run does.
+
+Each file (``save_meta_params`` or a run's checkpoint) is scored with the evaluator of
+``meta-train --validate-on validation --validation-tasks 8 --validation-metric final
+--trajectory 200``: the mean over the five ``val-*`` families of the log of the mean final
+loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number here equals the run's
+``validation_loss`` for the same weights. ``--reset-clock-from START`` first puts the four
+gate biases of LSTM unit 0 (the warm start's clock) back to START's: an ablation that asks
+how much of a change is the clock's.
+
+    python experiments/validation_score.py experiments/runs/ha-input-path/meta_params_500.npz \
+        --reset-clock-from experiments/starts/hyperadam-input-path.npz
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hyperadam_optax as ha
+from hyperadam_optax.io import make_kwargs_of, meta_params_from_checkpoint
+from hyperadam_optax.meta.learned import learned_optimizer
+from hyperadam_optax.meta.run import task_data
+from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
+from hyperadam_optax.tasks.registry import ensemble_members, get_task
+
+
+def load(path: str):
+    try:
+        theta, metadata = ha.load_meta_params(path, with_metadata=True)
+        return theta, make_kwargs_of(metadata)
+    except ValueError:
+        return meta_params_from_checkpoint(path), None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="+")
+    p.add_argument("--normalization", default="global_rms",
+                   help="for files that do not record it (checkpoints)")
+    p.add_argument("--reset-clock-from", default=None, metavar="START")
+    args = p.parse_args(argv)
+    names = ensemble_members("validation")
+    data, _ = task_data(",".join(names), None)
+    start = load(args.reset_clock_from)[0] if args.reset_clock_from else None
+    evaluators = {}
+    for path in args.files:
+        theta, make_kwargs = load(path)
+        make_kwargs = make_kwargs or {"normalization": args.normalization}
+        if start is not None:
+            gates = jnp.arange(4) * theta.b_u.shape[0]
+            theta = theta._replace(b_h=theta.b_h.at[gates].set(start.b_h[gates]))
+        key = tuple(sorted(make_kwargs.items()))
+        if key not in evaluators:
+            learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)
+            evaluators[key] = [jax.jit(make_evaluator(
+                learned, get_task(n).build(data), num_tasks=8, steps=200, seed=VALIDATION_SEED,
+                metric="final")) for n in names]
+        scores = [float(e(theta)) for e in evaluators[key]]
+        print(f"{path}: {np.mean(np.log(scores)):.4f} (" + ", ".join(
+            f"{n} {s:.4g}" for n, s in zip(names, scores)) + ")")
+
+
+if __name__ == "__main__":
+    main()
