@@ -131,7 +131,7 @@ def init_meta_params(
       warm_start_decay: ``(horizon, floor)`` or None. If set, the ``"adam"`` warm start's
         step decays with time: ``Σρ_t = step · (1 - (1 - floor) tanh(c_t) / tanh(1/2))`` with
         ``c_t = t / (2 · horizon)`` counted by LSTM unit 0 until ``tanh(c_t)`` reaches
-        ``tanh(1/2)`` (about step ``horizon``), where its input gate closes, so the step
+        ``tanh(1/2)`` (about step ``horizon``), where the clock stops, so the step
         falls almost linearly from ``step`` to ``floor · step`` and then stays there
         (:func:`decay_counter_weights`). ``floor`` in (0, 1].
       warm_start_clock: where the decay clock's rate lives (:data:`CLOCKS`): ``"cell_input"``
