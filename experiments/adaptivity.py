@@ -94,7 +94,8 @@ def main(argv=None):
                 xa, xb = traces[(label, a)][q].mean(axis=1), traces[(label, b)][q].mean(axis=1)
                 diff = xa.mean() - xb.mean()
                 se = np.sqrt(xa.var(ddof=1) / len(xa) + xb.var(ddof=1) / len(xb))
-                cells.append(f"{diff:+.4f} ({diff / se if se > 0 else float('inf'):+.1f})")
+                z = f"{diff / se:+.1f}" if se > 0 else ("identical" if diff == 0 else "+inf")
+                cells.append(f"{diff:+.4f} ({z})")
             print(f"| {label} | {a} - {b} | {' | '.join(cells)} |")
 
     if args.figure:
