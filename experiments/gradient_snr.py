@@ -23,7 +23,7 @@ import numpy as np
 import hyperadam_optax as ha
 from hyperadam_optax.io import make_kwargs_of
 from hyperadam_optax.meta.config import MetaTrainConfig
-from hyperadam_optax.meta.estimators.perturb import antithetic_noise
+from hyperadam_optax.meta.estimators.perturb import antithetic_noise, shifted
 from hyperadam_optax.meta.learned import learned_optimizer
 from hyperadam_optax.meta.run import task_data
 from hyperadam_optax.meta.truncation import fresh_slot, truncation
@@ -51,14 +51,16 @@ def measure(learned, family, config, theta, keys, sigma: float, fields):
     def loss(th, slot):
         return truncation(learned, family, config, th, slot).meta_loss
 
-    def pair(eps, slot):
-        up = loss(jax.tree.map(jnp.add, theta, eps), slot)
-        down = loss(jax.tree.map(jnp.subtract, theta, eps), slot)
-        return jax.tree.map(lambda e: (up - down) / (2 * sigma**2) * e, eps)
+    @jax.jit
+    def pairs(noise, slots):  # the ES estimator's terms (estimators/es.py), one per pair
+        up = jax.vmap(loss)(shifted(theta, noise, 1.0), slots)
+        down = jax.vmap(loss)(shifted(theta, noise, -1.0), slots)
+        weights = (up - down) / (2 * sigma**2)
+        return jax.tree.map(lambda e: weights.reshape((-1,) + (1,) * (e.ndim - 1)) * e, noise)
 
     losses, grads = jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(None, 0)))(theta, slots)
     noise = antithetic_noise(jax.random.fold_in(keys[0], 1), theta, len(keys), sigma, fields)
-    return losses, parts(grads), parts(jax.jit(jax.vmap(pair))(noise, slots))
+    return losses, parts(grads), parts(pairs(noise, slots))
 
 
 def main(argv=None):

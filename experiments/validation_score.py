@@ -15,23 +15,20 @@ how much of a change is the clock's.
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-import hyperadam_optax as ha
-from hyperadam_optax.io import make_kwargs_of, meta_params_from_checkpoint
+from hyperadam_optax.io import load_weights_or_checkpoint, make_kwargs_of
 from hyperadam_optax.meta.learned import learned_optimizer
 from hyperadam_optax.meta.run import task_data
 from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
+from hyperadam_optax.optimizers.hyperadam import gate_columns
 from hyperadam_optax.tasks.registry import ensemble_members, get_task
 
 
 def load(path: str):
-    try:
-        theta, metadata = ha.load_meta_params(path, with_metadata=True)
-        return theta, make_kwargs_of(metadata)
-    except ValueError:
-        return meta_params_from_checkpoint(path), None
+    """``(meta_params, the alias arguments its file records, or None for a checkpoint)``."""
+    theta, metadata = load_weights_or_checkpoint(path)
+    return theta, None if metadata is None else make_kwargs_of(metadata)
 
 
 def main(argv=None):
@@ -49,8 +46,8 @@ def main(argv=None):
         theta, make_kwargs = load(path)
         make_kwargs = make_kwargs or {"normalization": args.normalization}
         if start is not None:
-            gates = jnp.arange(4) * theta.b_u.shape[0]
-            theta = theta._replace(b_h=theta.b_h.at[gates].set(start.b_h[gates]))
+            clock = gate_columns([0], theta.b_u.shape[0])
+            theta = theta._replace(b_h=theta.b_h.at[clock].set(start.b_h[clock]))
         key = tuple(sorted(make_kwargs.items()))
         if key not in evaluators:
             learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)

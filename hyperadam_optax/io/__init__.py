@@ -5,6 +5,7 @@ from hyperadam_optax.io.files import (
     ensure_writable_dir,
     load_meta_params,
     load_pytree,
+    load_weights_or_checkpoint,
     make_kwargs_of,
     meta_params_from_checkpoint,
     read_json,
@@ -21,5 +22,5 @@ from hyperadam_optax.io.pretrained import (
 
 __all__ = ["PRETRAINED", "PretrainedWeightsUnavailableError", "atomic_write",
            "ensure_writable_dir", "load_meta_params", "load_pretrained", "load_pytree",
-           "make_kwargs_of", "meta_params_from_checkpoint", "pretrained_card", "read_json",
-           "read_leaves", "save_meta_params", "save_pytree"]
+           "load_weights_or_checkpoint", "make_kwargs_of", "meta_params_from_checkpoint",
+           "pretrained_card", "read_json", "read_leaves", "save_meta_params", "save_pytree"]

@@ -225,3 +225,16 @@ def meta_params_from_checkpoint(path: str | os.PathLike, optimizer: str = "hyper
     if set(fields) != set(cls._fields):
         raise ValueError(f"{path} holds no {optimizer} meta-parameters (fields {sorted(fields)})")
     return cls(**{k: jnp.asarray(fields[k]) for k in cls._fields})
+
+
+def load_weights_or_checkpoint(path: str | os.PathLike, optimizer: str = "hyperadam"):
+    """``(meta_params, metadata)`` of a ``save_meta_params`` file, or ``(meta_params, None)``
+    of a meta-training checkpoint; ``ValueError`` naming both tries if it is neither."""
+    try:
+        return load_meta_params(path, with_metadata=True)
+    except ValueError as file_error:
+        try:
+            return meta_params_from_checkpoint(path, optimizer), None
+        except ValueError:
+            raise ValueError(f"{path}: neither a meta-parameter file nor a checkpoint of "
+                             f"{optimizer} ({file_error})") from None

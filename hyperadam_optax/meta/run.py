@@ -35,10 +35,9 @@ except ImportError:  # not on Windows: runs there take no lock
 from hyperadam_optax.io.files import (
     atomic_write,
     ensure_writable_dir,
-    load_meta_params,
     load_pytree,
+    load_weights_or_checkpoint,
     make_kwargs_of,
-    meta_params_from_checkpoint,
     read_json,
     read_leaves,
     save_meta_params,
@@ -333,10 +332,12 @@ def _previous_commands(files: RunFiles, start: int) -> list:
 
 
 def resolve_optimizer(optimizer: str, init: str, warm: dict,
-                      make_kwargs: dict | None = None) -> LearnedOptimizer:
+                      make_kwargs: dict | None = None,
+                      trainable: tuple[str, ...] | None = None) -> LearnedOptimizer:
     """The registry's optimizer with its initialisation; the warm-start arguments apply to
     HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias
-    (:func:`alias_arguments`), bad values refused here."""
+    (:func:`alias_arguments`), bad values refused here; so are ``trainable`` field names
+    its meta-parameters do not have."""
     given = {k: v for k, v in warm.items() if v is not None}
     learned = learned_optimizer(optimizer, init=init, make_kwargs=make_kwargs, **given)
     if given and (learned.name != "hyperadam" or init != "adam"):
@@ -345,6 +346,7 @@ def resolve_optimizer(optimizer: str, init: str, warm: dict,
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails
     if make_kwargs:
         learned.make(template)  # bad values fail here
+    trainable_mask(template, trainable)
     return learned
 
 
@@ -367,13 +369,9 @@ def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict 
     (e.g. HyperAdam's ``normalization``) those of the run."""
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
     try:
-        theta, metadata = load_meta_params(path, with_metadata=True)
-    except ValueError as file_error:
-        try:
-            theta, metadata = meta_params_from_checkpoint(path, learned.name), None
-        except ValueError:
-            raise ValueError(f"--init-from {path}: neither a meta-parameter file nor a "
-                             f"checkpoint of {learned.name} ({file_error})") from None
+        theta, metadata = load_weights_or_checkpoint(path, learned.name)
+    except ValueError as e:
+        raise ValueError(f"--init-from {e}") from None
     if type(theta) is not type(template):
         raise ValueError(f"--init-from {path} holds {type(theta).__name__}, not the "
                          f"{type(template).__name__} of {learned.name}")
@@ -462,11 +460,10 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
             "warm_start_decay": warm_start_decay, "warm_start_clock": warm_start_clock}
     make_kwargs = alias_arguments(optimizer, {"normalization": normalization})
-    learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
+    learned = resolve_optimizer(optimizer, init, warm, make_kwargs,
+                                config.trainable if config is not None else None)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
-    trainable_mask(jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
-                   config.trainable)  # unknown field names fail before anything is written
     members = ensemble_members(task)
     data, data_desc = task_data(task, data_dir)
     families = [get_task(name).build(data) for name in members]

@@ -216,6 +216,12 @@ _OPEN_GATE = 30.0
 #: Steepness of the decay counter's input gate around its stop level.
 _COUNTER_SHARPNESS = 400.0
 
+def gate_columns(units, num_units: int) -> jax.Array:
+    """The columns of ``θ_h`` (and entries of ``b_h``) that feed the four gates ``(i, g, f,
+    o)`` of the LSTM units ``units``: ``[g · J + u for g in 0..3 for u in units]``."""
+    return (jnp.arange(4)[:, None] * num_units + jnp.asarray(units, jnp.int32)[None]).ravel()
+
+
 #: Where the decay clock's rate δ lives (:func:`decay_counter_weights`).
 CLOCKS = ("cell_input", "input_gate")
 
@@ -263,8 +269,7 @@ def decay_counter_weights(theta_h, b_h, theta_q, step: float, horizon: float, fl
     b_h = (b_h.at[0].set(b_i).at[j].set(b_g)
            .at[2 * j].set(_OPEN_GATE)  # forget gate
            .at[3 * j].set(_OPEN_GATE))  # output gate
-    gates = jnp.array([0, j, 2 * j, 3 * j])
-    theta_h = (theta_h.at[:, gates].set(0.0)  # the clock ignores the inputs: no jitter in δ
+    theta_h = (theta_h.at[:, gate_columns([0], j)].set(0.0)  # the clock ignores the inputs: no jitter in δ
                .at[j, stop_gate].set(-sharpness / s_stop))  # s_{t-1}[0] -> the stopping gate
     theta_q = theta_q.at[0, :].set(-step * (1.0 - floor) / (j * s_stop))
     return theta_h, b_h, theta_q
@@ -339,8 +344,8 @@ def open_input_path(meta_params: HyperAdamParams, key: jax.Array, *,
     own recurrences stay). So Θ' takes exactly Θ's steps when those zeroed entries were zero
     (a warm start with ``warm_start_scale=0``; on meta-trained weights the kept units move a
     little), while the meta-gradient of the readout rows is O(1) and task-dependent from the
-    first meta-step. ``ĝ`` is of size 1
-    only with ``normalization="global_rms"``; with ``"global_l2"`` it is ``1/√N``.
+    first meta-step. ``ĝ`` is of size 1 only with ``normalization="global_rms"``; with
+    ``"global_l2"`` it is ``1/√N``.
     """
     j = num_candidates(meta_params)
     keep = sorted(set(keep_units))
@@ -352,8 +357,7 @@ def open_input_path(meta_params: HyperAdamParams, key: jax.Array, *,
     dtype = mp.b_u.dtype
     free = jnp.array([u for u in range(j) if u not in keep], jnp.int32)
     kept = jnp.array(keep, jnp.int32)
-    gates = jnp.arange(4)[:, None] * j
-    free_cols, kept_cols = (gates + free[None]).ravel(), (gates + kept[None]).ravel()
+    free_cols, kept_cols = gate_columns(free, j), gate_columns(kept, j)
     k_p, k_h = jax.random.split(key)
     fresh_h = glorot_uniform(k_h, mp.theta_h.shape, dtype)
     theta_h = mp.theta_h.at[:, free_cols].set(fresh_h[:, free_cols])
