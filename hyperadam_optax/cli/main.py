@@ -125,8 +125,9 @@ def _add_meta_train(sub) -> None:
                     help="default: the optimizer's paper's (HyperAdam mean, RNNprop last, DM sum)")
     mt.add_argument("--train-only", default=None, metavar="FIELDS",
                     type=_names,
-                    help="comma-separated fields of the meta-parameters that train (e.g. "
-                         "theta_q,b_q); the others keep their initial values (default: all)")
+                    help="comma-separated fields of the meta-parameters that train, whole or "
+                         "some rows (e.g. theta_q,b_q or theta_q[1:]); the others keep their "
+                         "initial values (default: all)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
     mt.add_argument("--estimator", choices=ESTIMATORS, default="tbptt",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from hyperadam_optax.meta.trainable import parse_entry
+
 META_LOSSES = ("mean", "last", "sum", "log_ratio", "final", "log_final")
 #: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
 ESTIMATORS = ("tbptt", "full", "es", "pes")
@@ -51,7 +53,8 @@ class MetaTrainConfig:
       task_chunk: how many task slots are vmapped together; chunks run one after another
         (``lax.map``). ``None``: 1 on a single CPU device (each task's arrays stay in cache:
         benchmarks/meta_step.py), else all B in one vmap. Must divide B.
-      trainable: the fields of the meta-parameters that train (e.g. ``("theta_q", "b_q")``);
+      trainable: the fields of the meta-parameters that train, whole or some rows (e.g.
+        ``("theta_q", "b_q")`` or ``("theta_q[1:]",)``);
         the others keep their initial values and are not perturbed by ES/PES
         (:mod:`hyperadam_optax.meta.trainable`). ``None``: all.
     """
@@ -102,6 +105,8 @@ class MetaTrainConfig:
                 or not all(isinstance(n, str) for n in self.trainable)):
             raise ValueError(f"trainable must be None or a non-empty tuple of field names, got "
                              f"{self.trainable!r}")
+        for entry in self.trainable or ():
+            parse_entry(entry)
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not 0 < self.meta_lr <= 1:

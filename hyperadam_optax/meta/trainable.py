@@ -1,21 +1,26 @@
 """Which meta-parameters a run trains: the others keep their initial values.
 
-``MetaTrainConfig.trainable`` names fields of the meta-parameters' pytree (e.g.
-``("theta_q", "b_q")``, HyperAdam's WeightCell). The meta-gradient of the other fields is
-zeroed before the outer optimizer (so clipping sees only the trained ones), and ES and PES
-perturb only the trained fields: their estimates' variance grows with the number of
-perturbed coordinates, so training a few hundred of HyperAdam's 5,400 gives a far less noisy
-estimate per meta-step.
+``MetaTrainConfig.trainable`` names fields of the meta-parameters' pytree, whole
+(``"theta_q"``) or some of their rows (``"theta_q[1:]"``: rows 1 onwards of the first axis,
+Python's slice syntax without a step), e.g. ``("theta_q[1:]",)`` for HyperAdam's WeightCell
+reading every StateCell unit but the clock. The meta-gradient of everything else is zeroed
+before the outer optimizer (so clipping sees only what trains), and ES and PES perturb only
+what trains: their estimates' variance grows with the number of perturbed coordinates, so
+training a few hundred of HyperAdam's 5,400 gives a far less noisy estimate per meta-step.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
+
+_ENTRY = re.compile(r"^(?P<field>\w+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
 
 def _field(path) -> str:
@@ -29,19 +34,56 @@ def field_names(meta_params: PyTree) -> list[str]:
     return list(dict.fromkeys(_field(p) for p in paths))
 
 
+def parse_entry(entry: str) -> tuple[str, slice | None]:
+    """``"FIELD"`` -> ``(FIELD, None)``; ``"FIELD[a:b]"`` -> ``(FIELD, slice(a, b))``."""
+    match = _ENTRY.match(entry.strip()) if isinstance(entry, str) else None
+    if match is None:
+        raise ValueError(f"trainable entry {entry!r} is not FIELD or FIELD[START:STOP] (rows of "
+                         f"the first axis, e.g. theta_q[1:])")
+    if match["start"] is None:
+        return match["field"], None
+    bound = [int(b) if b else None for b in (match["start"], match["stop"])]
+    return match["field"], slice(*bound)
+
+
 def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> PyTree:
-    """A pytree like ``meta_params`` of Python bools: whether each leaf trains (every leaf if
-    ``trainable`` is None). Raises ``ValueError`` naming the fields if one is unknown."""
+    """A pytree like ``meta_params`` whose leaves say what trains: ``True`` (the whole leaf),
+    ``False`` (none of it) or a boolean array of the leaf's shape (some rows). Every leaf
+    trains if ``trainable`` is None. Raises ``ValueError`` naming an unknown field, or rows
+    that select nothing."""
     if trainable is None:
         return jax.tree.map(lambda _: True, meta_params)
     known = field_names(meta_params)
-    unknown = [name for name in trainable if name not in known]
+    entries = [(*parse_entry(e), e) for e in trainable]
+    unknown = [name for name, _, _ in entries if name not in known]
     if unknown:
         raise ValueError(f"trainable fields {unknown} are not fields of these meta-parameters "
                          f"({', '.join(known)})")
-    return jax.tree_util.tree_map_with_path(lambda p, _: _field(p) in trainable, meta_params)
+
+    def leaf_mask(path, leaf):
+        rows = [(s, e) for name, s, e in entries if name == _field(path)]
+        if not rows:
+            return False
+        if any(s is None for s, _ in rows):
+            return True
+        shape = np.shape(leaf)
+        mask = np.zeros(shape, bool)
+        for s, entry in rows:
+            if not shape or not range(shape[0])[s]:
+                raise ValueError(f"trainable entry {entry!r} selects none of the rows of "
+                                 f"{_field(path)!r} (shape {shape})")
+            mask[s] = True
+        return mask
+
+    return jax.tree_util.tree_map_with_path(leaf_mask, meta_params)
 
 
 def frozen_to_zero(tree: PyTree, mask: PyTree) -> PyTree:
-    """``tree`` with the leaves of untrained fields replaced by zeros (same shapes)."""
-    return jax.tree.map(lambda x, m: x if m else jnp.zeros_like(x), tree, mask)
+    """``tree`` with what does not train replaced by zeros (same shapes)."""
+    def keep(x, m):
+        if m is True:
+            return x
+        if m is False:
+            return jnp.zeros_like(x)
+        return jnp.where(m, x, jnp.zeros_like(x))
+    return jax.tree.map(keep, tree, mask)

@@ -35,14 +35,40 @@ def test_only_the_trainable_fields_move(estimator):
         assert moved == (name in ("theta_q", "b_q")), name
 
 
+@pytest.mark.parametrize("estimator", ["pes", "full"])
+def test_only_the_trainable_rows_move(estimator):
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=8 if estimator == "full" else 4,
+                                trajectory=8, meta_lr=1e-2, estimator=estimator,
+                                num_particles=2, trainable=("theta_q[1:]", "theta_u[-2:]"))
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    start = jax.tree.map(np.array, state.meta_params)
+    step = mt.make_meta_step(opt, family, config)
+    for _ in range(3):
+        state, metrics = step(state)
+        assert bool(metrics["finite"])
+    end = jax.tree.map(np.array, state.meta_params)
+    for name in ha.HyperAdamParams._fields:
+        if name not in ("theta_q", "theta_u"):
+            np.testing.assert_array_equal(getattr(start, name), getattr(end, name))
+    np.testing.assert_array_equal(start.theta_q[0], end.theta_q[0])
+    np.testing.assert_array_equal(start.theta_u[:-2], end.theta_u[:-2])
+    assert np.all(start.theta_q[1:] != end.theta_q[1:])
+    assert np.all(start.theta_u[-2:] != end.theta_u[-2:])
+
+
 def test_es_noise_is_zero_on_frozen_fields_and_unchanged_on_the_others():
     theta = ha.init_meta_params(jax.random.key(0), 3, "paper")
     every = antithetic_noise(jax.random.key(1), theta, 4, 0.1)
-    some = antithetic_noise(jax.random.key(1), theta, 4, 0.1, ("theta_h",))
+    some = antithetic_noise(jax.random.key(1), theta, 4, 0.1, ("theta_h", "b_h[2:5]"))
     for name in ha.HyperAdamParams._fields:
         a, b = getattr(every, name), getattr(some, name)
         if name == "theta_h":
             np.testing.assert_array_equal(a, b)
+        elif name == "b_h":  # (pairs, 12): rows 2-4 of the field, the second axis here
+            np.testing.assert_array_equal(a[:, 2:5], b[:, 2:5])
+            assert not jnp.any(b[:, :2]) and not jnp.any(b[:, 5:])
         else:
             assert a.shape == b.shape and not jnp.any(b)
 
@@ -55,3 +81,8 @@ def test_unknown_or_empty_trainable_fields_are_refused():
     for bad in [(), ["theta_q"], ("theta_q", 1)]:
         with pytest.raises(ValueError, match="trainable must be None or a non-empty tuple"):
             mt.MetaTrainConfig(trainable=bad)
+    for bad in ["theta_q[1]", "theta_q[1:2:1]", "theta_q[", "theta q"]:
+        with pytest.raises(ValueError, match="is not FIELD or FIELD.START:STOP."):
+            mt.MetaTrainConfig(trainable=(bad,))
+    with pytest.raises(ValueError, match=r"'theta_q\[3:\]' selects none of the rows of 'theta_q'"):
+        trainable_mask(theta, ("theta_q[3:]",))
