@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 
 def _positive_int(text: str) -> int:
@@ -28,7 +29,8 @@ def _seed(text: str) -> int:
 
 
 def _names(text: str) -> tuple[str, ...]:
-    names = tuple(text.split(","))
+    """``A,B[1:],C[:,2:3]`` -> ``("A", "B[1:]", "C[:,2:3]")``: commas inside [] do not split."""
+    names = tuple(re.split(r",(?![^\[]*\])", text))
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
     return names
@@ -126,8 +128,8 @@ def _add_meta_train(sub) -> None:
     mt.add_argument("--train-only", default=None, metavar="FIELDS",
                     type=_names,
                     help="comma-separated fields of the meta-parameters that train, whole or "
-                         "some rows (e.g. theta_q,b_q or theta_q[1:]); the others keep their "
-                         "initial values (default: all)")
+                         "a block (e.g. theta_q,b_q or theta_q[1:] or theta_h[:,1:20]); the "
+                         "others keep their initial values (default: all)")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
     mt.add_argument("--estimator", choices=ESTIMATORS, default="tbptt",

@@ -53,8 +53,8 @@ class MetaTrainConfig:
       task_chunk: how many task slots are vmapped together; chunks run one after another
         (``lax.map``). ``None``: 1 on a single CPU device (each task's arrays stay in cache:
         benchmarks/meta_step.py), else all B in one vmap. Must divide B.
-      trainable: the fields of the meta-parameters that train, whole or some rows (e.g.
-        ``("theta_q", "b_q")`` or ``("theta_q[1:]",)``);
+      trainable: the fields of the meta-parameters that train, whole or a block (e.g.
+        ``("theta_q", "b_q")`` or ``("theta_q[1:]", "theta_h[:, 1:20]")``);
         the others keep their initial values and are not perturbed by ES/PES
         (:mod:`hyperadam_optax.meta.trainable`). ``None``: all.
     """

@@ -1,9 +1,10 @@
 """Which meta-parameters a run trains: the others keep their initial values.
 
 ``MetaTrainConfig.trainable`` names fields of the meta-parameters' pytree, whole
-(``"theta_q"``) or some of their rows (``"theta_q[1:]"``: rows 1 onwards of the first axis,
-Python's slice syntax without a step), e.g. ``("theta_q[1:]",)`` for HyperAdam's WeightCell
-reading every StateCell unit but the clock. The meta-gradient of everything else is zeroed
+(``"theta_q"``) or a block of them (``"theta_q[1:]"``: rows 1 onwards; ``"theta_h[:, 1:20]"``:
+columns 1-19; Python's slice syntax without a step, one slice per leading axis), e.g.
+``("theta_q[1:]",)`` for HyperAdam's WeightCell reading every StateCell unit but the clock.
+Entries naming the same field add up. The meta-gradient of everything else is zeroed
 before the outer optimizer (so clipping sees only what trains), and ES and PES perturb only
 what trains: their estimates' variance grows with the number of perturbed coordinates, so
 training a few hundred of HyperAdam's 5,400 gives a far less noisy estimate per meta-step.
@@ -20,7 +21,8 @@ import numpy as np
 
 PyTree = Any
 
-_ENTRY = re.compile(r"^(?P<field>\w+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+_ENTRY = re.compile(r"^(?P<field>\w+)(\[(?P<block>[^\]]*)\])?$")
+_SLICE = re.compile(r"^\s*(-?\d*)\s*:\s*(-?\d*)\s*$")
 
 
 def _field(path) -> str:
@@ -34,23 +36,26 @@ def field_names(meta_params: PyTree) -> list[str]:
     return list(dict.fromkeys(_field(p) for p in paths))
 
 
-def parse_entry(entry: str) -> tuple[str, slice | None]:
-    """``"FIELD"`` -> ``(FIELD, None)``; ``"FIELD[a:b]"`` -> ``(FIELD, slice(a, b))``."""
+def parse_entry(entry: str) -> tuple[str, tuple[slice, ...] | None]:
+    """``"FIELD"`` -> ``(FIELD, None)``; ``"FIELD[a:b, c:d]"`` -> ``(FIELD, (slice(a, b),
+    slice(c, d)))``."""
     match = _ENTRY.match(entry.strip()) if isinstance(entry, str) else None
-    if match is None:
-        raise ValueError(f"trainable entry {entry!r} is not FIELD or FIELD[START:STOP] (rows of "
-                         f"the first axis, e.g. theta_q[1:])")
-    if match["start"] is None:
+    parts = [] if match is None or match["block"] is None else match["block"].split(",")
+    slices = [_SLICE.match(part) for part in parts]
+    if match is None or not all(slices) or (match["block"] is not None and not parts):
+        raise ValueError(f"trainable entry {entry!r} is not FIELD or FIELD[START:STOP, ...] "
+                         f"(a slice per leading axis, e.g. theta_q[1:] or theta_h[:, 1:20])")
+    if match["block"] is None:
         return match["field"], None
-    bound = [int(b) if b else None for b in (match["start"], match["stop"])]
-    return match["field"], slice(*bound)
+    return match["field"], tuple(slice(*(int(b) if b else None for b in m.groups()))
+                                 for m in slices)
 
 
 def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> PyTree:
     """A pytree like ``meta_params`` whose leaves say what trains: ``True`` (the whole leaf),
-    ``False`` (none of it) or a boolean array of the leaf's shape (some rows). Every leaf
-    trains if ``trainable`` is None. Raises ``ValueError`` naming an unknown field, or rows
-    that select nothing."""
+    ``False`` (none of it) or a boolean array of the leaf's shape (a block). Every leaf
+    trains if ``trainable`` is None. Raises ``ValueError`` naming an unknown field, or a block
+    that selects nothing."""
     if trainable is None:
         return jax.tree.map(lambda _: True, meta_params)
     known = field_names(meta_params)
@@ -61,18 +66,19 @@ def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> Py
                          f"({', '.join(known)})")
 
     def leaf_mask(path, leaf):
-        rows = [(s, e) for name, s, e in entries if name == _field(path)]
-        if not rows:
+        blocks = [(b, e) for name, b, e in entries if name == _field(path)]
+        if not blocks:
             return False
-        if any(s is None for s, _ in rows):
+        if any(b is None for b, _ in blocks):
             return True
         shape = np.shape(leaf)
         mask = np.zeros(shape, bool)
-        for s, entry in rows:
-            if not shape or not range(shape[0])[s]:
-                raise ValueError(f"trainable entry {entry!r} selects none of the rows of "
+        for block, entry in blocks:
+            if len(block) > len(shape) or not all(
+                    range(n)[s] for n, s in zip(shape, block)):
+                raise ValueError(f"trainable entry {entry!r} selects nothing of "
                                  f"{_field(path)!r} (shape {shape})")
-            mask[s] = True
+            mask[block] = True
         return mask
 
     return jax.tree_util.tree_map_with_path(leaf_mask, meta_params)

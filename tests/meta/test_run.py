@@ -99,8 +99,9 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--normalization", "rms"], "invalid choice: 'rms'"),
     (["--train-only", "theta_q,theta_z"], "['theta_z'] are not fields"),
     (["--train-only", "theta_q,"], "expected names separated by commas"),
-    (["--train-only", "theta_q[1]"], "is not FIELD or FIELD[START:STOP]"),
-    (["--train-only", "theta_q[20:]"], "selects none of the rows of 'theta_q'"),
+    (["--train-only", "theta_q[1]"], "is not FIELD or FIELD[START:STOP, ...]"),
+    (["--train-only", "theta_q[20:]"], "selects nothing of 'theta_q'"),
+    (["--train-only", "theta_q[1:],theta_h[:,80:]"], "'theta_h[:,80:]' selects nothing"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
 ])

@@ -81,8 +81,21 @@ def test_unknown_or_empty_trainable_fields_are_refused():
     for bad in [(), ["theta_q"], ("theta_q", 1)]:
         with pytest.raises(ValueError, match="trainable must be None or a non-empty tuple"):
             mt.MetaTrainConfig(trainable=bad)
-    for bad in ["theta_q[1]", "theta_q[1:2:1]", "theta_q[", "theta q"]:
-        with pytest.raises(ValueError, match="is not FIELD or FIELD.START:STOP."):
+    for bad in ["theta_q[1]", "theta_q[1:2:1]", "theta_q[", "theta_q[]", "theta_q[:,]",
+                "theta q"]:
+        with pytest.raises(ValueError, match=r"is not FIELD or FIELD\[START:STOP, \.\.\.\]"):
             mt.MetaTrainConfig(trainable=(bad,))
-    with pytest.raises(ValueError, match=r"'theta_q\[3:\]' selects none of the rows of 'theta_q'"):
-        trainable_mask(theta, ("theta_q[3:]",))
+    for bad in ["theta_q[3:]", "theta_q[:, 1:1]", "b_q[:, :]"]:
+        with pytest.raises(ValueError, match=r"selects nothing of '.*' \(shape"):
+            trainable_mask(theta, (bad,))
+
+
+def test_blocks_of_one_field_add_up():
+    theta = ha.init_meta_params(jax.random.key(0), 3, "paper")
+    mask = trainable_mask(theta, ("theta_h[:, 1:3]", "theta_h[:, 4:6]", "theta_h[5:]", "b_h[-1:]"))
+    expected = np.zeros((6, 12), bool)
+    expected[:, [1, 2, 4, 5]] = True
+    expected[5] = True
+    np.testing.assert_array_equal(mask.theta_h, expected)
+    np.testing.assert_array_equal(mask.b_h, np.arange(12) == 11)
+    assert mask.theta_q is False
