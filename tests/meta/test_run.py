@@ -28,6 +28,18 @@ def _cli(*args, **kw):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, **kw)
 
 
+def _cli_error(capsys, *args) -> str:
+    """The CLI run in this process on input it must refuse before any work: exits with status
+    2 (argparse's, or a clear error, never a traceback); returns its stderr."""
+    from hyperadam_optax.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2, stderr
+    return stderr
+
+
 def _steps_logged(path):
     if not os.path.exists(path):
         return 0
@@ -105,18 +117,19 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
 ])
-def test_cli_bad_input(tmp_path, args, message):
-    r = _cli("meta-train", "--meta-steps", "1", "--out-dir", str(tmp_path / "o"), "--no-progress",
-             *args)
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+def test_cli_bad_input(tmp_path, capsys, args, message):
+    stderr = _cli_error(capsys, "meta-train", "--meta-steps", "1", "--out-dir",
+                        str(tmp_path / "o"), "--no-progress", *args)
+    assert message in stderr, stderr
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_corrupt_data_dir(tmp_path):
+def test_cli_corrupt_data_dir(tmp_path, capsys):
     (tmp_path / "mnist.npz").write_bytes(b"not an npz")
-    r = _cli("meta-train", "--task", "mnist-mlp", "--meta-steps", "1", "--data-dir", str(tmp_path),
-             "--out-dir", str(tmp_path / "o"), "--no-progress")
-    assert r.returncode == 2 and "not a readable MNIST npz" in r.stderr, r.stderr
+    stderr = _cli_error(capsys, "meta-train", "--task", "mnist-mlp", "--meta-steps", "1",
+                        "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"),
+                        "--no-progress")
+    assert "not a readable MNIST npz" in stderr, stderr
 
 
 def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
@@ -263,18 +276,18 @@ def test_resume_keeps_rows_after_a_corrupt_line_skips_a_corrupt_checkpoint_and_l
     (["--init", "adam", "--warm-start-step", "inf"], "positive finite"),
     (["--seed", str(2**32)], "seed in [0, 2**32)"),
 ])
-def test_cli_refuses_values_that_would_make_nan_or_alias(tmp_path, args, message):
-    r = _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(tmp_path / "run"), *args)
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+def test_cli_refuses_values_that_would_make_nan_or_alias(tmp_path, capsys, args, message):
+    stderr = _cli_error(capsys, *QUICK, "--meta-steps", "2", "--out-dir", str(tmp_path / "run"),
+                        *args)
+    assert message in stderr, stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path):
+def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    r = _cli(*QUICK, "--meta-steps", "2", "--out-dir", str(blocker))
-    assert r.returncode == 2 and "not a writable directory" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    stderr = _cli_error(capsys, *QUICK, "--meta-steps", "2", "--out-dir", str(blocker))
+    assert "not a writable directory" in stderr, stderr
 
 
 @pytest.mark.slow
