@@ -132,6 +132,7 @@ def test_cli_corrupt_data_dir(tmp_path, capsys):
     assert "not a readable MNIST npz" in stderr, stderr
 
 
+@pytest.mark.slow  # a run of several checkpoints (13 s)
 def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
     """A run from ``warm_start_decay`` (and its clock) records them in its identity; the
     meta-parameters read back from any checkpoint (how a checkpoint other than the best is
@@ -324,6 +325,7 @@ def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
     assert r.returncode == 2 and "holds RNNpropParams, not the HyperAdamParams" in r.stderr
 
 
+@pytest.mark.slow  # a run, then an evaluation of its weights (20 s)
 def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_with_it(tmp_path):
     """``--normalization global_rms`` joins the run's identity and the ``make_kwargs`` of its
     weight files; loading those bare warns, and the evaluation suite builds them with it."""
