@@ -74,8 +74,10 @@ def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> Py
         shape = np.shape(leaf)
         mask = np.zeros(shape, bool)
         for block, entry in blocks:
-            if len(block) > len(shape) or not all(
-                    range(n)[s] for n, s in zip(shape, block)):
+            if len(block) > len(shape):
+                raise ValueError(f"trainable entry {entry!r} has {len(block)} slices for the "
+                                 f"{len(shape)} axes of {_field(path)!r} (shape {shape})")
+            if not all(range(n)[s] for n, s in zip(shape, block)):
                 raise ValueError(f"trainable entry {entry!r} selects nothing of "
                                  f"{_field(path)!r} (shape {shape})")
             mask[block] = True

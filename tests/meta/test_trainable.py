@@ -84,9 +84,11 @@ def test_unknown_or_empty_trainable_fields_are_refused():
                 "theta q"]:
         with pytest.raises(ValueError, match=r"is not FIELD or FIELD\[START:STOP, \.\.\.\]"):
             mt.MetaTrainConfig(trainable=(bad,))
-    for bad in ["theta_q[3:]", "theta_q[:, 1:1]", "b_q[:, :]"]:
+    for bad in ["theta_q[3:]", "theta_q[:, 1:1]"]:
         with pytest.raises(ValueError, match=r"selects nothing of '.*' \(shape"):
             trainable_mask(theta, (bad,))
+    with pytest.raises(ValueError, match=r"2 slices for the 1 axes of 'b_q' \(shape \(3,\)\)"):
+        trainable_mask(theta, ("b_q[:, :]",))
 
 
 def test_blocks_of_one_field_add_up():
