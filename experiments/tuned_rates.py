@@ -32,7 +32,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     data, _ = task_data(args.ensemble, None)
-    print(f"| family | tuned {args.baseline} rate ({args.steps} steps) | rate / 0.0442 |")
+    print(f"| family | tuned {args.baseline} rate ({args.steps} steps) | "
+          f"rate / {START_PEAK:.3g} |")
     print("|---|---:|---:|")
     logs = []
     for name in ensemble_members(args.ensemble):

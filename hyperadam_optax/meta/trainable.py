@@ -40,12 +40,12 @@ def parse_entry(entry: str) -> tuple[str, tuple[slice, ...] | None]:
     """``"FIELD"`` -> ``(FIELD, None)``; ``"FIELD[a:b, c:d]"`` -> ``(FIELD, (slice(a, b),
     slice(c, d)))``."""
     match = _ENTRY.match(entry.strip()) if isinstance(entry, str) else None
-    parts = [] if match is None or match["block"] is None else match["block"].split(",")
-    slices = [_SLICE.match(part) for part in parts]
-    if match is None or not all(slices) or (match["block"] is not None and not parts):
+    block = None if match is None else match["block"]
+    slices = [] if block is None else [_SLICE.match(part) for part in block.split(",")]
+    if match is None or not all(slices):
         raise ValueError(f"trainable entry {entry!r} is not FIELD or FIELD[START:STOP, ...] "
                          f"(a slice per leading axis, e.g. theta_q[1:] or theta_h[:, 1:20])")
-    if match["block"] is None:
+    if block is None:
         return match["field"], None
     return match["field"], tuple(slice(*(int(b) if b else None for b in m.groups()))
                                  for m in slices)
