@@ -130,6 +130,9 @@ def _add_meta_train(sub) -> None:
                     help="comma-separated fields of the meta-parameters that train, whole or "
                          "a block (e.g. theta_q,b_q or theta_q[1:] or theta_h[:,1:20]); the "
                          "others keep their initial values (default: all)")
+    mt.add_argument("--normalize-task-gradients", action="store_true",
+                    help="scale each task's meta-gradient to norm 1 before the mean over "
+                         "tasks (tbptt, full): chaotic tasks cannot outvote the others")
     mt.add_argument("--second-order", action="store_true",
                     help="differentiate through the optimizee gradient too")
     mt.add_argument("--estimator", choices=ESTIMATORS, default="tbptt",
@@ -251,7 +254,8 @@ def _meta_train(args, argv) -> None:
                              clip_norm=args.clip_norm, task_chunk=args.task_chunk,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
                              estimator=args.estimator, num_particles=args.num_particles,
-                             sigma=args.sigma, trainable=args.train_only)
+                             sigma=args.sigma, trainable=args.train_only,
+                             normalize_task_gradients=args.normalize_task_gradients)
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,

@@ -57,6 +57,12 @@ class MetaTrainConfig:
         ``("theta_q", "b_q")`` or ``("theta_q[1:]", "theta_h[:, 1:20]")``);
         the others keep their initial values and are not perturbed by ES/PES
         (:mod:`hyperadam_optax.meta.trainable`). ``None``: all.
+      normalize_task_gradients: scale each task slot's meta-gradient, over the trainable
+        entries, to norm 1 before the mean over slots (``tbptt`` and ``full``, whose
+        per-task gradients are exact): every task gets one equal vote on the direction, so
+        a task whose meta-loss is chaotic in the meta-parameters (large gradients of unstable
+        direction, Metz et al. 2019) cannot outvote the smooth ones (measured in
+        docs/experiments.md). Default False: the mean of the raw gradients.
     """
 
     num_tasks: int = 8
@@ -74,6 +80,7 @@ class MetaTrainConfig:
     sigma: float = 0.01
     min_trajectory: int | None = None
     trainable: tuple[str, ...] | None = None
+    normalize_task_gradients: bool = False
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -107,6 +114,12 @@ class MetaTrainConfig:
                              f"{self.trainable!r}")
         for entry in self.trainable or ():
             parse_entry(entry)
+        if not isinstance(self.normalize_task_gradients, bool):
+            raise ValueError(f"normalize_task_gradients must be a bool, got "
+                             f"{self.normalize_task_gradients!r}")
+        if self.normalize_task_gradients and self.estimator not in ("tbptt", "full"):
+            raise ValueError(f"normalize_task_gradients needs per-task gradients: estimator "
+                             f"'tbptt' or 'full', got {self.estimator!r}")
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not 0 < self.meta_lr <= 1:

@@ -125,7 +125,8 @@ def run_config(*, optimizer: str, task: str, init: str, config: MetaTrainConfig,
     only when given."""
     fields = {k: list(v) if isinstance(v, tuple) else v
               for k, v in dataclasses.asdict(config).items() if k != "task_chunk"
-              and not (k in ("min_trajectory", "trainable") and v is None)}  # old runs stand
+              and not (k in ("min_trajectory", "trainable") and v is None)
+              and not (k == "normalize_task_gradients" and not v)}  # old runs stand
     extra = {} if validation_metric == "mean" else {"validation_metric": validation_metric}
     if warm_start_betas is not None:
         extra["warm_start_betas"] = list(warm_start_betas)

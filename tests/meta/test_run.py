@@ -116,6 +116,7 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--train-only", "theta_q[1:],theta_h[:,80:]"], "'theta_h[:,80:]' selects nothing"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
+    (["--estimator", "pes", "--normalize-task-gradients"], "estimator 'tbptt' or 'full'"),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, message):
     stderr = _cli_error(capsys, "meta-train", "--meta-steps", "1", "--out-dir",

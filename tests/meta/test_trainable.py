@@ -100,3 +100,45 @@ def test_blocks_of_one_field_add_up():
     np.testing.assert_array_equal(mask.theta_h, expected)
     np.testing.assert_array_equal(mask.b_h, np.arange(12) == 11)
     assert mask.theta_q is False
+
+
+@pytest.mark.parametrize("chunk", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                   pytest.param(4, marks=pytest.mark.slow)])
+def test_normalized_task_gradients_are_the_mean_of_unit_votes(chunk):
+    """Against the raw gradient of each slot alone, normalised here in numpy over the
+    trainable block (frozen entries neither count in the norm nor move)."""
+    from hyperadam_optax.meta.estimators import ESTIMATORS
+
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    common = dict(num_tasks=4, unroll=8, trajectory=8, estimator="full",
+                  trainable=("theta_q[1:]", "b_q"), task_chunk=chunk)
+    raw_config = mt.MetaTrainConfig(**common)
+    config = mt.MetaTrainConfig(**common, normalize_task_gradients=True)
+    state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+    theta, slots, key = state.meta_params, state.slots, jax.random.key(1)
+    estimator = ESTIMATORS["full"]
+    one = mt.MetaTrainConfig(**{**common, "num_tasks": 1, "task_chunk": 1})
+    votes = []
+    for i in range(4):
+        slot = jax.tree.map(lambda x: x[i:i + 1], slots)
+        _, g, _, _ = estimator.gradient(opt, family, one, theta, slot, key)
+        block = np.concatenate([np.ravel(g.theta_q[1:]), np.ravel(g.b_q)])
+        assert np.linalg.norm(block) > 0 and np.any(np.asarray(g.theta_h))  # frozen: nonzero
+        norm = np.linalg.norm(block)
+        votes.append((np.asarray(g.theta_q[1:]) / norm, np.asarray(g.b_q) / norm))
+    loss, g, _, _ = estimator.gradient(opt, family, config, theta, slots, key)
+    raw_loss, raw, _, _ = estimator.gradient(opt, family, raw_config, theta, slots, key)
+    np.testing.assert_allclose(loss, raw_loss, rtol=1e-6)
+    np.testing.assert_allclose(g.theta_q[1:], np.mean([v[0] for v in votes], 0), rtol=1e-4,
+                               atol=1e-7)
+    np.testing.assert_allclose(g.b_q, np.mean([v[1] for v in votes], 0), rtol=1e-4, atol=1e-7)
+    assert not np.any(np.asarray(g.theta_q[0])) and not np.any(np.asarray(g.theta_h))
+    assert not np.allclose(g.b_q, raw.b_q)
+
+
+def test_normalized_task_gradients_need_per_task_gradients():
+    with pytest.raises(ValueError, match="estimator 'tbptt' or 'full', got 'pes'"):
+        mt.MetaTrainConfig(estimator="pes", normalize_task_gradients=True)
+    with pytest.raises(ValueError, match="must be a bool, got 1"):
+        mt.MetaTrainConfig(normalize_task_gradients=1)
