@@ -1,8 +1,9 @@
 """Do the families of an ensemble pull the trained block the same way, and consistently?
 
-For each family, K fresh tasks run ``--horizon`` steps from the given HyperAdam weights
-(``log_final`` meta-loss, as the runs of docs/experiments.md use); each task's exact gradient
-(full BPTT) is restricted to the trained block ``--train-only``. Printed per family:
+For each family, K fresh tasks (drawn from the seed and the family's name) run ``--horizon``
+steps from the given HyperAdam weights (``log_final`` meta-loss, as the runs of
+docs/experiments.md use); each task's exact gradient (full BPTT, one task at a time) is
+restricted to the trained block ``--train-only``. Printed per family:
 
 - ``median |g|``: the median norm of one task's gradient;
 - ``split-half cos``: the cosine between the mean gradients of two disjoint halves of the K
@@ -22,7 +23,10 @@ the normalised ones.
 """
 
 import argparse
+import hashlib
+import os
 import re
+import zlib
 
 import jax
 import numpy as np
@@ -66,13 +70,33 @@ def split_half(g: np.ndarray, rng: np.random.Generator, splits: int = 64) -> flo
 
 
 def task_gradients(learned, family, config, theta, keys):
-    """Per task: the ``log_final`` meta-loss and its exact gradient (full BPTT)."""
-    slots = jax.vmap(lambda k: fresh_slot(learned, family, theta, k, 0))(keys)
+    """Per task, one after another (memory of one): the ``log_final`` meta-loss and its
+    exact gradient (full BPTT)."""
+    def one(key):
+        slot = fresh_slot(learned, family, theta, key, 0)
+        return jax.value_and_grad(
+            lambda th: truncation(learned, family, config, th, slot).meta_loss)(theta)
 
-    def loss(th, slot):
-        return truncation(learned, family, config, th, slot).meta_loss
+    return jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
 
-    return jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(None, 0)))(theta, slots)
+
+def family_gradients(learned, name, data, config, theta, mask, args, cache_dir):
+    """(losses, (K, n) block gradients) of family ``name``, its tasks drawn from the seed and
+    the name (not its place in the list); cached under ``cache_dir`` if given."""
+    tag = hashlib.sha256(repr((args.weights_sha, args.train_only, args.seed, args.tasks,
+                               args.horizon, name)).encode()).hexdigest()[:16]
+    path = cache_dir and os.path.join(cache_dir, f"{name}-{tag}.npz")
+    if path and os.path.exists(path):
+        cached = np.load(path)
+        return cached["losses"], cached["grads"]
+    key = jax.random.fold_in(jax.random.key(args.seed), zlib.crc32(name.encode()))
+    losses, grads = task_gradients(learned, get_task(name).build(data), config, theta,
+                                   jax.random.split(key, args.tasks))
+    losses, g = np.asarray(losses), flat_block(grads, mask)
+    if path:
+        os.makedirs(cache_dir, exist_ok=True)
+        np.savez(path, losses=losses, grads=g)
+    return losses, g
 
 
 def main(argv=None):
@@ -84,7 +108,10 @@ def main(argv=None):
     p.add_argument("--tasks", type=int, default=16, help="K, tasks per family")
     p.add_argument("--horizon", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", help="keep each family's gradients here (reruns reuse them)")
     args = p.parse_args(argv)
+    with open(args.meta_params, "rb") as f:
+        args.weights_sha = hashlib.sha256(f.read()).hexdigest()
     theta, metadata = ha.load_meta_params(args.meta_params, with_metadata=True)
     learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs_of(metadata))
     fields = tuple(re.split(r",(?![^\[]*\])", args.train_only))
@@ -98,17 +125,16 @@ def main(argv=None):
         push = flat_block(jax.tree.map(lambda x: x[None], moved), mask)[0]
     names = ensemble_members(args.families)
     data, _ = task_data(args.families, None)
-    rng = np.random.default_rng(args.seed)
     print("| family | final/first loss | median |g| | split-half cos | split-half cos, "
           "normalised | cos with the push | ..., normalised |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     descent, unit_descent = {}, {}
-    for i, name in enumerate(names):
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), i), args.tasks)
-        losses, grads = task_gradients(learned, get_task(name).build(data), config, theta, keys)
-        g = flat_block(grads, mask)
+    for name in names:
+        losses, g = family_gradients(learned, name, data, config, theta, mask, args,
+                                     args.cache_dir)
         norms = np.linalg.norm(g, axis=1)
         unit = g / (norms[:, None] + 1e-30)
+        rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
         descent[name], unit_descent[name] = -g.mean(0), -unit.mean(0)
         with_push = (f"{cosine(descent[name], push):+.3f} | "
                      f"{cosine(unit_descent[name], push):+.3f}" if push is not None else "- | -")
