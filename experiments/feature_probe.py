@@ -1,0 +1,139 @@
+"""Can HyperAdam's open StateCell units tell which step a task wants?
+
+The readout trained in docs/experiments.md (``θ_q[1:]``) can only make the step depend on the
+task through what the StateCell's open units (1-19; unit 0 is the clock) hold. This script
+asks whether they hold it: for each family of ``--ensemble`` and of the validation families,
+``--tasks`` tasks run ``--steps`` steps of the given HyperAdam weights; each task is summarised
+by the mean over all coordinates and over the steps of ``s_t`` and of ``s_t²`` for every open
+unit, in two windows (steps 1-50 and 51-end: 76 features). The target is the log2 of the rate
+a tuned ``adam-0.8-0.9-decay`` wants on the family (:mod:`tuned_rates`, cached), over the
+start's peak rate.
+
+Printed: the ridge regression from the family-mean features to the target (features
+standardised over the ensemble's families), its leave-one-family-out R² and rank correlation
+over the ensemble for a few ridge strengths, the single best feature's, and the validation
+families' rates predicted by the fit on the whole ensemble. High leave-one-out R²: the units
+carry the task's rate and a readout could learn it; near 0 or negative: they do not. A
+control regresses on the loss curve instead (the mean of ``log(f_t / f_0)`` in each window):
+whether the trajectory itself says which step the task wants.
+
+    python experiments/feature_probe.py experiments/starts/hyperadam-input-path-gate.npz \\
+        --cache runs/rates/cache.json
+"""
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hyperadam_optax as ha
+from hyperadam_optax.evaluation.baselines import tune_learning_rate
+from hyperadam_optax.io import make_kwargs_of
+from hyperadam_optax.meta.run import task_data
+from hyperadam_optax.meta.unroll import train
+from hyperadam_optax.tasks.registry import ensemble_members, make_task
+
+START_PEAK = 8.8388 * 0.005  # as in tuned_rates.py
+WINDOW = 50
+
+
+def unit_moments(tree) -> jax.Array:
+    """Mean over every coordinate of ``s`` and of ``s²``, units 1-19: ``(2, J - 1)``."""
+    leaves = [x.reshape(-1, x.shape[-1])[:, 1:] for x in jax.tree.leaves(tree)]
+    n = sum(len(x) for x in leaves)
+    return jnp.stack([sum(jnp.sum(x, 0) for x in leaves) / n,
+                      sum(jnp.sum(x * x, 0) for x in leaves) / n])
+
+
+def task_features(theta, kwargs, family, keys, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per task: the unit moments averaged over the two windows ``(tasks, 4 (J - 1))``, and
+    the control, the mean of ``log(f_t / f_0)`` over the two windows ``(tasks, 2)``."""
+    tx = ha.hyperadam(0.005, theta, **kwargs)
+
+    def one(key):
+        loss, rows = train(tx, family, key, steps,
+                           observe=lambda g, state, u: unit_moments(state[0].h))[0]
+        log_ratio = jnp.log(loss / loss[0])
+        return (jnp.concatenate([rows[:WINDOW].mean(0).ravel(), rows[WINDOW:].mean(0).ravel()]),
+                jnp.stack([log_ratio[:WINDOW].mean(), log_ratio[WINDOW:].mean()]))
+
+    units, control = jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
+    return np.asarray(units), np.asarray(control)
+
+
+def ridge(x, y, lam):
+    """Weights and intercept of ridge regression on standardised ``x``."""
+    mu, sd = x.mean(0), x.std(0) + 1e-12
+    z = (x - mu) / sd
+    w = np.linalg.solve(z.T @ z + lam * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return lambda q: ((q - mu) / sd) @ w + y.mean()
+
+
+def loo(x, y, lam):
+    """Leave-one-out predictions."""
+    return np.array([ridge(np.delete(x, i, 0), np.delete(y, i), lam)(x[i:i + 1])[0]
+                     for i in range(len(y))])
+
+
+def r2(pred, y) -> float:
+    return float(1 - np.sum((pred - y) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def spearman(a, b) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("meta_params")
+    p.add_argument("--ensemble", default="l2o-set-nets")
+    p.add_argument("--tasks", type=int, default=8)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--cache", default=None, help="tuned rates' cache (tuned_rates.py)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    theta, metadata = ha.load_meta_params(args.meta_params, with_metadata=True)
+    kwargs = make_kwargs_of(metadata)
+    names = ensemble_members(args.ensemble) + ensemble_members("validation")
+    data, _ = task_data(",".join(names), None)
+    rows = {}
+    for group in (args.ensemble, "validation"):
+        for name in ensemble_members(group):
+            family = make_task(name, data)
+            rate = tune_learning_rate("adam-0.8-0.9-decay", family, steps=args.steps, runs=3,
+                                      seed=args.seed, cache_path=args.cache)
+            keys = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), len(rows)),
+                                    args.tasks)
+            units, control = task_features(theta, kwargs, family, keys, args.steps)
+            rows[name] = (group, math.log2(rate / START_PEAK), units.mean(0), control.mean(0))
+            print(f"{name}: log2 rate/peak {rows[name][1]:+.2f}", flush=True)
+    train_names = [n for n, r in rows.items() if r[0] == args.ensemble]
+    x = np.stack([rows[n][2] for n in train_names])
+    control = np.stack([rows[n][3] for n in train_names])
+    y = np.array([rows[n][1] for n in train_names])
+    print(f"\n{len(train_names)} families of {args.ensemble}, {x.shape[1]} features\n")
+    print("| fit | leave-one-family-out R² | rank correlation |")
+    print("|---|---:|---:|")
+    for lam in (1.0, 10.0, 100.0):
+        pred = loo(x, y, lam)
+        print(f"| ridge, λ = {lam:g} | {r2(pred, y):+.2f} | {spearman(pred, y):+.2f} |")
+    single = [(r2(loo(x[:, [j]], y, 1e-6), y), j) for j in range(x.shape[1])]
+    best, j = max(single)
+    print(f"| best single unit feature ({j}; the max over features, optimistic) | {best:+.2f} | "
+          f"{spearman(loo(x[:, [j]], y, 1e-6), y):+.2f} |")
+    pred = loo(control, y, 1.0)
+    print(f"| control: the loss curve (2 features), ridge, λ = 1 | {r2(pred, y):+.2f} | "
+          f"{spearman(pred, y):+.2f} |")
+    fit = ridge(x, y, 10.0)
+    print("\n| validation family | log2 rate / peak | predicted (ridge, λ = 10) |")
+    print("|---|---:|---:|")
+    for n, (group, target, feats, _) in rows.items():
+        if group == "validation":
+            print(f"| {n} | {target:+.2f} | {fit(feats[None])[0]:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
