@@ -5,9 +5,10 @@ task through what the StateCell's open units (1-19; unit 0 is the clock) hold. T
 asks whether they hold it: for each family of ``--ensemble`` and of the validation families,
 ``--tasks`` tasks run ``--steps`` steps of the given HyperAdam weights; each task is summarised
 by the mean over all coordinates and over the steps of ``s_t`` and of ``s_t²`` for every open
-unit, in two windows (steps 1-50 and 51-end: 76 features). The target is the log2 of the rate
-a tuned ``adam-0.8-0.9-decay`` wants on the family (:mod:`tuned_rates`, cached), over the
-start's peak rate.
+unit, in two windows (steps 1-50 and 51-end: 76 features); and, what the StateCell does not
+see, the gradient's sign agreement (``|m̂| / √v̂`` and ``sign(g_t m_{t-1})``: 4). The
+target is the log2 of the rate a tuned ``adam-0.8-0.9-decay`` wants on the family
+(:mod:`tuned_rates`, cached), over the start's peak rate.
 
 Printed: the ridge regression from the family-mean features to the target (features
 standardised over the ensemble's families), its leave-one-family-out R² and rank correlation
@@ -47,20 +48,41 @@ def unit_moments(tree) -> jax.Array:
                       sum(jnp.sum(x * x, 0) for x in leaves) / n])
 
 
-def task_features(theta, kwargs, family, keys, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per task: the unit moments averaged over the two windows ``(tasks, 4 (J - 1))``, and
-    the control, the mean of ``log(f_t / f_0)`` over the two windows ``(tasks, 2)``."""
+def sign_agreement(grads, state) -> jax.Array:
+    """Over every coordinate, the mean of ``|m̂| / √v̂`` of the first candidate (the start's
+    candidates share one ``β, γ``; near 1 where the gradient's sign has held, near 0 where it
+    flips) and of ``sign(g_t m_{t-1})`` (+1: the step continues, -1: it reverses): ``(2,)``."""
+    def per_leaf(g, m, v, b, c):
+        m, v, b, c = m[..., 0], v[..., 0], b[..., 0], c[..., 0]
+        ok = b > 0
+        ratio = jnp.where(ok, jnp.abs(m) / jnp.sqrt(v * jnp.where(ok, b, 1.0)
+                                                    / jnp.where(c > 0, c, 1.0) + 1e-30), 0.0)
+        return jnp.stack([jnp.sum(ratio), jnp.sum(jnp.sign(g * m))])
+
+    sums = jax.tree.leaves(jax.tree.map(per_leaf, grads, state.m, state.v, state.beta_hat,
+                                        state.gamma_hat))
+    return sum(sums) / sum(x.size for x in jax.tree.leaves(grads))
+
+
+def windows(rows) -> jax.Array:
+    return jnp.concatenate([rows[:WINDOW].mean(0).ravel(), rows[WINDOW:].mean(0).ravel()])
+
+
+def task_features(theta, kwargs, family, keys, steps: int) -> dict[str, np.ndarray]:
+    """Per task, each averaged over the two windows: ``units``, the open units' moments
+    ``(tasks, 4 (J - 1))``; ``agreement``, :func:`sign_agreement` ``(tasks, 4)``;
+    ``control``, the mean of ``log(f_t / f_0)`` ``(tasks, 2)``."""
     tx = ha.hyperadam(0.005, theta, **kwargs)
 
-    def one(key):
-        loss, rows = train(tx, family, key, steps,
-                           observe=lambda g, state, u: unit_moments(state[0].h))[0]
-        log_ratio = jnp.log(loss / loss[0])
-        return (jnp.concatenate([rows[:WINDOW].mean(0).ravel(), rows[WINDOW:].mean(0).ravel()]),
-                jnp.stack([log_ratio[:WINDOW].mean(), log_ratio[WINDOW:].mean()]))
+    def observe(grads, state, updates):
+        return unit_moments(state[0].h), sign_agreement(grads, state[0])
 
-    units, control = jax.jit(lambda ks: jax.lax.map(one, ks))(keys)
-    return np.asarray(units), np.asarray(control)
+    def one(key):
+        loss, (units, agreement) = train(tx, family, key, steps, observe=observe)[0]
+        return {"units": windows(units), "agreement": windows(agreement),
+                "control": windows(jnp.log(loss / loss[0])[:, None])}
+
+    return jax.tree.map(np.asarray, jax.jit(lambda ks: jax.lax.map(one, ks))(keys))
 
 
 def ridge(x, y, lam):
@@ -107,33 +129,37 @@ def main(argv=None):
                                       seed=args.seed, cache_path=args.cache)
             keys = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), len(rows)),
                                     args.tasks)
-            units, control = task_features(theta, kwargs, family, keys, args.steps)
-            rows[name] = (group, math.log2(rate / START_PEAK), units.mean(0), control.mean(0))
+            feats = task_features(theta, kwargs, family, keys, args.steps)
+            rows[name] = (group, math.log2(rate / START_PEAK),
+                          {k: v.mean(0) for k, v in feats.items()})
             print(f"{name}: log2 rate/peak {rows[name][1]:+.2f}", flush=True)
     train_names = [n for n, r in rows.items() if r[0] == args.ensemble]
-    x = np.stack([rows[n][2] for n in train_names])
-    control = np.stack([rows[n][3] for n in train_names])
     y = np.array([rows[n][1] for n in train_names])
-    print(f"\n{len(train_names)} families of {args.ensemble}, {x.shape[1]} features\n")
-    print("| fit | leave-one-family-out R² | rank correlation |")
-    print("|---|---:|---:|")
-    for lam in (1.0, 10.0, 100.0):
-        pred = loo(x, y, lam)
-        print(f"| ridge, λ = {lam:g} | {r2(pred, y):+.2f} | {spearman(pred, y):+.2f} |")
-    single = [(r2(loo(x[:, [j]], y, 1e-6), y), j) for j in range(x.shape[1])]
-    best, j = max(single)
-    print(f"| best single unit feature ({j}; the max over features, optimistic) | {best:+.2f} | "
-          f"{spearman(loo(x[:, [j]], y, 1e-6), y):+.2f} |")
-    pred = loo(control, y, 1.0)
-    print(f"| control: the loss curve (2 features), ridge, λ = 1 | {r2(pred, y):+.2f} | "
-          f"{spearman(pred, y):+.2f} |")
-    fit = ridge(x, y, 10.0)
-    print("\n| validation family | log2 rate / peak | predicted (ridge, λ = 10) |")
-    print("|---|---:|---:|")
-    for n, (group, target, feats, _) in rows.items():
-        if group == "validation":
-            print(f"| {n} | {target:+.2f} | {fit(feats[None])[0]:+.2f} |")
 
+    def x_of(kinds, names=train_names):
+        return np.stack([np.concatenate([rows[n][2][k] for k in kinds]) for n in names])
+
+    print(f"\n{len(train_names)} families of {args.ensemble}\n")
+    print("| features | ridge λ | leave-one-family-out R² | rank correlation |")
+    print("|---|---:|---:|---:|")
+    sets = {"open units (76)": ("units",), "sign agreement (4)": ("agreement",),
+            "both (116)": ("units", "agreement"), "control: loss curve (2)": ("control",)}
+    for label, kinds in sets.items():
+        for lam in (1.0, 10.0, 100.0):
+            pred = loo(x_of(kinds), y, lam)
+            print(f"| {label} | {lam:g} | {r2(pred, y):+.2f} | {spearman(pred, y):+.2f} |")
+    for label, kinds in list(sets.items())[:2]:
+        x = x_of(kinds)
+        single = [(r2(loo(x[:, [j]], y, 1e-6), y), j) for j in range(x.shape[1])]
+        best, j = max(single)
+        print(f"| {label}: best single feature ({j}; the max over features, optimistic) | 0 | "
+              f"{best:+.2f} | {spearman(loo(x[:, [j]], y, 1e-6), y):+.2f} |")
+    val_names = [n for n, r in rows.items() if r[0] == "validation"]
+    print("\n| validation family | log2 rate / peak | predicted: units | sign agreement |")
+    print("|---|---:|---:|---:|")
+    fits = [ridge(x_of(k), y, 10.0)(x_of(k, val_names)) for k in (("units",), ("agreement",))]
+    for i, n in enumerate(val_names):
+        print(f"| {n} | {rows[n][1]:+.2f} | {fits[0][i]:+.2f} | {fits[1][i]:+.2f} |")
 
 if __name__ == "__main__":
     main()
