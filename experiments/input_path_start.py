@@ -12,7 +12,12 @@ starts at zero.
     python experiments/input_path_start.py experiments/starts/hyperadam-input-path-gate.npz
 
 (``experiments/starts/hyperadam-input-path.npz``, the start of the run ``ha-input-path``, is
-the same with ``--clock cell_input``.)
+the same with ``--clock cell_input``.) With ``--sign-agreement SCALE`` the StateCell also
+reads the gradient's sign agreement (``with_sign_agreement_input``, that row of ``θ_p`` drawn
+with std SCALE); the steps stay the start's:
+
+    python experiments/input_path_start.py experiments/starts/hyperadam-sign-agreement.npz \
+        --sign-agreement 3
 """
 
 import argparse
@@ -32,6 +37,7 @@ def main(argv=None):
     p.add_argument("--clock", default="input_gate", choices=["cell_input", "input_gate"],
                    help="where the clock's rate lives (decay_counter_weights)")
     p.add_argument("--input-scale", type=float, default=1.0)
+    p.add_argument("--sign-agreement", type=float, default=None, metavar="SCALE")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     betas = tuple(float(x) for x in args.betas.split(","))
@@ -40,14 +46,17 @@ def main(argv=None):
     warm = ha.init_meta_params(k_init, 20, "adam", warm_start_scale=0.0,
                                warm_start_step=args.step, warm_start_betas=betas,
                                warm_start_decay=decay, warm_start_clock=args.clock)
-    ha.save_meta_params(args.out, open_input_path(warm, k_open, input_scale=args.input_scale), {
-        "make_kwargs": {"normalization": "global_rms"},
-        "made_by": f"open_input_path(init_meta_params(init='adam', warm_start_scale=0, "
-                   f"warm_start_step={args.step}, warm_start_betas={betas}, "
-                   f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), "
-                   f"input_scale={args.input_scale}), "
-                   f"seed {args.seed}",
-    })
+    theta = open_input_path(warm, k_open, input_scale=args.input_scale)
+    made_by = (f"open_input_path(init_meta_params(init='adam', warm_start_scale=0, "
+               f"warm_start_step={args.step}, warm_start_betas={betas}, "
+               f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), "
+               f"input_scale={args.input_scale})")
+    if args.sign_agreement is not None:
+        theta = ha.with_sign_agreement_input(theta, jax.random.fold_in(jax.random.key(args.seed), 1),
+                                             scale=args.sign_agreement)
+        made_by = f"with_sign_agreement_input({made_by}, scale={args.sign_agreement})"
+    ha.save_meta_params(args.out, theta, {"make_kwargs": {"normalization": "global_rms"},
+                                          "made_by": f"{made_by}, seed {args.seed}"})
 
 
 if __name__ == "__main__":

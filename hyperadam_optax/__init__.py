@@ -31,6 +31,7 @@ from hyperadam_optax.optimizers.hyperadam import (
     init_meta_params,
     open_input_path,
     scale_by_hyperadam,
+    with_sign_agreement_input,
 )
 from hyperadam_optax.optimizers.l2o_scale import (
     L2OScaleParams,
@@ -77,4 +78,5 @@ __all__ = [
     "pretrained_card",
     "save_meta_params",
     "scale_by_hyperadam",
+    "with_sign_agreement_input",
 ]

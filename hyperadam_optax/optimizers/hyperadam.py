@@ -40,6 +40,11 @@ class HyperAdamParams(NamedTuple):
 
     StateCell (Alg. 2 line 8, Fig. 3), with ``ĝ = g / ||g||₂`` over all coordinates:
       ``x = ELU(ĝ θ_p + b_p)``, then ``s_t, c_t = LSTM([x, s_{t-1}]; θ_h, b_h)``.
+      With a second row of ``θ_p`` (our extension, not the paper's), the StateCell also
+      reads the gradient's sign agreement ``a_{t-1}``, the mean over the J candidates of
+      ``|m̂_{t-1}|`` (Alg. 2 lines 15-16 on the previous moments: near 1 where the
+      gradient's sign has held, near 0 where it flips; 0 at the first step):
+      ``x = ELU(ĝ θ_p[0] + a_{t-1} θ_p[1] + b_p)`` (:func:`with_sign_agreement_input`).
 
     AdamCell decay rates (Eq. 4-5), ``nrm`` normalising each of the J columns over all
     coordinates: ``β_t = σ([nrm(m_{t-1}), nrm(s_t)] θ_u + b_u)``,
@@ -48,7 +53,8 @@ class HyperAdamParams(NamedTuple):
     WeightCell (Eq. 6): ``ρ_t = ELU(s_t θ_q + b_q)``.
 
     Attributes:
-      theta_p: ``(1, J)`` StateCell preprocessing kernel.
+      theta_p: ``(1, J)`` StateCell preprocessing kernel (``(2, J)``: also reading the sign
+        agreement).
       b_p: ``(J,)`` StateCell preprocessing bias.
       theta_h: ``(2J, 4J)`` StateCell LSTM kernel acting on ``[x, s_{t-1}]``; gate order
         ``(i, g, f, o)``.
@@ -73,11 +79,18 @@ class HyperAdamParams(NamedTuple):
     b_q: jax.Array
 
 
-def expected_shapes(num_candidates: int) -> dict[str, tuple[int, ...]]:
-    """The shape of every field of :class:`HyperAdamParams` for ``J = num_candidates``."""
+#: The StateCell's inputs, one per row of ``θ_p``.
+STATE_CELL_INPUTS = ("normalised gradient", "sign agreement")
+
+
+def expected_shapes(num_candidates: int, num_inputs: int = 1) -> dict[str, tuple[int, ...]]:
+    """The shape of every field of :class:`HyperAdamParams` for ``J = num_candidates`` and
+    ``num_inputs`` rows of ``θ_p`` (1 or 2, :data:`STATE_CELL_INPUTS`; any other count is
+    answered with 1, so such weights are refused as mis-shaped)."""
     j = num_candidates
+    rows = num_inputs if 1 <= num_inputs <= len(STATE_CELL_INPUTS) else 1
     return {
-        "theta_p": (1, j),
+        "theta_p": (rows, j),
         "b_p": (j,),
         "theta_h": (2 * j, 4 * j),
         "b_h": (4 * j,),
@@ -90,9 +103,13 @@ def expected_shapes(num_candidates: int) -> dict[str, tuple[int, ...]]:
     }
 
 
+#: J from ``b_u``, the StateCell's input count from ``θ_p``.
+SIZE_FIELDS = ("b_u", "theta_p")
+
+
 def num_candidates(meta_params: HyperAdamParams) -> int:
     """J, read from the shapes; raises ``ValueError`` if the fields disagree about it."""
-    return check_meta_params(meta_params, HyperAdamParams, "b_u", expected_shapes)
+    return check_meta_params(meta_params, HyperAdamParams, SIZE_FIELDS, expected_shapes)[0]
 
 
 def _logit(p: float) -> float:
@@ -314,11 +331,12 @@ def check_normalization(normalization: str) -> str:
 def global_rms_equivalent(meta_params: HyperAdamParams, num_coordinates: int) -> HyperAdamParams:
     """Θ' with which ``normalization="global_rms"`` takes exactly the steps that Θ takes with
     ``"global_l2"`` on every problem of ``num_coordinates`` coordinates (on others it differs):
-    ``θ_p, θ_u, θ_r`` divided by ``√N``, the rest unchanged."""
+    ``θ_p`` (its gradient row; the sign agreement's does not depend on N), ``θ_u, θ_r``
+    divided by ``√N``, the rest unchanged."""
     if not (isinstance(num_coordinates, int) and num_coordinates >= 1):
         raise ValueError(f"num_coordinates must be a positive int, got {num_coordinates!r}")
     shrink = 1.0 / math.sqrt(num_coordinates)
-    return meta_params._replace(theta_p=meta_params.theta_p * shrink,
+    return meta_params._replace(theta_p=meta_params.theta_p.at[0].multiply(shrink),
                                 theta_u=meta_params.theta_u * shrink,
                                 theta_r=meta_params.theta_r * shrink)
 
@@ -372,6 +390,28 @@ def open_input_path(meta_params: HyperAdamParams, key: jax.Array, *,
         theta_r=mp.theta_r.at[j + free].set(0.0),
         theta_q=mp.theta_q.at[free].set(0.0),
     )
+
+
+def with_sign_agreement_input(meta_params: HyperAdamParams, key: jax.Array, *,
+                              scale: float = 1.0) -> HyperAdamParams:
+    """Θ' whose StateCell also reads the gradient's sign agreement (a second row of ``θ_p``,
+    ``~ N(0, scale²)``; :class:`HyperAdamParams`), everything else Θ's.
+
+    Our extension, not the paper's: ``ĝ`` is an odd function of the gradient, so units
+    reading it tell little about whether the step is too large (measured in
+    docs/experiments.md), while the sign agreement, the classic signal of Rprop and
+    delta-bar-delta, carries it. Θ' takes Θ's steps exactly when every unit that reads
+    ``x`` has a zero readout, as after :func:`open_input_path`: then only the readout (rows
+    of ``θ_q``, ``θ_u``, ``θ_r``) decides whether the new input matters.
+    """
+    j = num_candidates(meta_params)
+    if meta_params.theta_p.shape[0] != 1:
+        raise ValueError(f"meta_params already read {meta_params.theta_p.shape[0]} inputs "
+                         f"({', '.join(STATE_CELL_INPUTS)})")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    row = scale * jax.random.normal(key, (1, j), meta_params.theta_p.dtype)
+    return meta_params._replace(theta_p=jnp.concatenate([meta_params.theta_p, row]))
 
 
 class HyperAdamState(NamedTuple):
@@ -497,12 +537,18 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
 
     # StateCell (line 8): global gradient normalisation, ELU preprocessing, LSTM.
     inv_gnorm = jax.lax.rsqrt(sum_sq(g) + NORM_EPS) * to_unit
-    lstm = [
-        lstm_step(jax.nn.elu((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
-                             + trailing(mp.b_p, gi.ndim + 1)),
-                  hi, ci, mp.theta_h, mp.b_h)
-        for gi, hi, ci in zip(g, h, c)
-    ]
+
+    def cell_input(gi, mi, vi, bhi, ghi):
+        pre = ((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
+               + trailing(mp.b_p, gi.ndim + 1))
+        if mp.theta_p.shape[0] == 2:  # the sign agreement of the previous moments
+            agree = jnp.mean(jnp.abs(mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps),
+                             axis=-1)
+            pre = pre + agree[..., None] * trailing(mp.theta_p[1], gi.ndim + 1)
+        return jax.nn.elu(pre)
+
+    lstm = [lstm_step(cell_input(gi, mi, vi, bhi, ghi), hi, ci, mp.theta_h, mp.b_h)
+            for gi, mi, vi, bhi, ghi, hi, ci in zip(g, m, v, bh, gh, h, c)]
     s = [hc[0] for hc in lstm]
 
     # AdamCell decay rates (Eq. 4-5) and WeightCell (Eq. 6). The column normalisation
@@ -593,7 +639,7 @@ def hyperadam(
 SPEC = OptimizerSpec(
     name="hyperadam",
     params_type=HyperAdamParams,
-    size_field="b_u",
+    size_field=SIZE_FIELDS,
     shapes=expected_shapes,
     init_meta_params=init_meta_params,
     make=hyperadam,

@@ -30,7 +30,12 @@ class ReferenceHyperAdam:
         g = np.asarray(g, np.float64)
         # StateCell
         gn = g / np.sqrt((np.sum(g * g) + 1e-16) / self.per)
-        x = elu(gn[:, None] @ t["theta_p"] + t["b_p"])
+        if len(t["theta_p"]) == 2:  # extension: also the sign agreement of the last moments
+            agree = np.mean(np.abs(self.m / (self.bh + eps)) / np.sqrt(self.v / (self.gh + eps)
+                                                                         + eps), axis=1)
+            x = elu(np.stack([gn, agree], axis=1) @ t["theta_p"] + t["b_p"])
+        else:
+            x = elu(gn[:, None] @ t["theta_p"] + t["b_p"])
         z = np.concatenate([x, self.s], axis=1) @ t["theta_h"] + t["b_h"]
         i, jj, f, o = z[:, :J], z[:, J:2 * J], z[:, 2 * J:3 * J], z[:, 3 * J:]
         self.c = sigmoid(f) * self.c + sigmoid(i) * np.tanh(jj)

@@ -159,6 +159,54 @@ def test_open_input_path_refuses_bad_arguments():
         ha.open_input_path(warm, jax.random.key(0), input_scale=0.0)
 
 
+def test_sign_agreement_input_matches_float64_reference(x64):
+    theta = ha.with_sign_agreement_input(_random_theta(13, j=5, dtype=jnp.float64),
+                                         jax.random.key(14), scale=2.0)
+    assert theta.theta_p.shape == (2, 5)
+    grads = _gradient_sequence(jax.random.key(15), [(7,), (3, 4)], 15)
+    grads = [jax.tree.map(lambda x: x.astype(jnp.float64), g) for g in grads]
+    params = {"w0": jnp.zeros(7, jnp.float64), "w1": jnp.zeros((3, 4), jnp.float64)}
+    got = _updates(ha.scale_by_hyperadam(theta, normalization="global_rms"), params, grads)
+    without = _updates(ha.scale_by_hyperadam(theta._replace(theta_p=theta.theta_p[:1]),
+                                             normalization="global_rms"), params, grads)
+    ref = ReferenceHyperAdam(theta, p=19, normalization="global_rms")
+    for g, u in zip(grads, got):
+        flat = [np.concatenate([np.asarray(t["w0"]).ravel(), np.asarray(t["w1"]).ravel()])
+                for t in (g, u)]
+        np.testing.assert_allclose(flat[1], ref.direction(flat[0]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[0]["w0"], without[0]["w0"])  # no moments yet: agreement 0
+    assert float(jnp.max(jnp.abs(got[-1]["w0"] - without[-1]["w0"]))) > 1e-3
+
+
+@pytest.mark.parametrize("normalization", ha.optimizers.hyperadam.NORMALIZATIONS)
+def test_sign_agreement_input_keeps_the_steps_of_an_opened_warm_start(normalization):
+    opened = ha.open_input_path(_clock_warm_start(0.0), jax.random.key(26))
+    both = ha.with_sign_agreement_input(opened, jax.random.key(27), scale=3.0)
+    grads = _gradient_sequence(jax.random.key(28), [(30,), (4, 5)], 25)
+    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
+    want = _updates(ha.scale_by_hyperadam(opened, normalization=normalization), params, grads)
+    got = _updates(ha.scale_by_hyperadam(both, normalization=normalization), params, grads)
+    for a, b in zip(want, got):
+        assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-6 * optax.tree.norm(a)
+    # The conversion between normalisations leaves the sign agreement's row alone.
+    l2 = ha.global_rms_equivalent(both, 50)
+    np.testing.assert_array_equal(l2.theta_p[1], both.theta_p[1])
+
+
+def test_sign_agreement_input_is_refused_twice_and_other_row_counts_are_misshaped(tmp_path):
+    both = ha.with_sign_agreement_input(_random_theta(0), jax.random.key(0))
+    with pytest.raises(ValueError, match="already read 2 inputs"):
+        ha.with_sign_agreement_input(both, jax.random.key(0))
+    with pytest.raises(ValueError, match="scale must be positive"):
+        ha.with_sign_agreement_input(_random_theta(0), jax.random.key(0), scale=0.0)
+    three = both._replace(theta_p=jnp.zeros((3, 6)))
+    with pytest.raises(ValueError, match=r"theta_p: expected \(1, 6\), found \(3, 6\)"):
+        ha.scale_by_hyperadam(three)
+    ha.save_meta_params(tmp_path / "both.npz", both)
+    loaded = ha.load_meta_params(tmp_path / "both.npz")
+    np.testing.assert_array_equal(loaded.theta_p, both.theta_p)
+
+
 def test_float32_matches_float64_reference():
     theta32 = _random_theta(3, j=20)
     grads = _gradient_sequence(jax.random.key(4), [(50,)], 20)
