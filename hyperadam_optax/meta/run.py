@@ -333,12 +333,10 @@ def _previous_commands(files: RunFiles, start: int) -> list:
 
 
 def resolve_optimizer(optimizer: str, init: str, warm: dict,
-                      make_kwargs: dict | None = None,
-                      trainable: tuple[str, ...] | None = None) -> LearnedOptimizer:
+                      make_kwargs: dict | None = None) -> LearnedOptimizer:
     """The registry's optimizer with its initialisation; the warm-start arguments apply to
     HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias
-    (:func:`alias_arguments`), bad values refused here; so are ``trainable`` field names
-    its meta-parameters do not have."""
+    (:func:`alias_arguments`), bad values refused here."""
     given = {k: v for k, v in warm.items() if v is not None}
     learned = learned_optimizer(optimizer, init=init, make_kwargs=make_kwargs, **given)
     if given and (learned.name != "hyperadam" or init != "adam"):
@@ -347,7 +345,6 @@ def resolve_optimizer(optimizer: str, init: str, warm: dict,
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails
     if make_kwargs:
         learned.make(template)  # bad values fail here
-    trainable_mask(template, trainable)
     return learned
 
 
@@ -366,8 +363,9 @@ def alias_arguments(optimizer: str, given: dict) -> dict:
 
 def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict | None = None):
     """Meta-parameters to start from: a file of ``save_meta_params`` or a meta-training
-    checkpoint; they must be the optimizer's kind and shapes, and a file's ``make_kwargs``
-    (e.g. HyperAdam's ``normalization``) those of the run."""
+    checkpoint; they must be the optimizer's kind with shapes it accepts (not necessarily
+    its default init's: e.g. HyperAdam reading the sign agreement), and a file's
+    ``make_kwargs`` (e.g. HyperAdam's ``normalization``) those of the run."""
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
     try:
         theta, metadata = load_weights_or_checkpoint(path, learned.name)
@@ -381,10 +379,11 @@ def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict 
                          f"{make_kwargs_of(metadata) or 'the default arguments'}, this run uses "
                          f"{make_kwargs or 'the default arguments'} (hyperadam_optax."
                          "global_rms_equivalent converts HyperAdam weights to global_rms)")
-    found = jax.tree.map(lambda x: x.shape, theta)
-    if found != jax.tree.map(lambda x: x.shape, template):
-        raise ValueError(f"--init-from {path}: shapes {found._asdict()} differ from this "
-                         f"optimizer's {jax.tree.map(lambda x: x.shape, template)._asdict()}")
+    found = {k: tuple(np.shape(v)) for k, v in theta._asdict().items()}
+    expected = get_optimizer(learned.name).expected_shapes(found)
+    if found != expected:
+        raise ValueError(f"--init-from {path}: shapes {found} are not those of a "
+                         f"{learned.name} (expected {expected})")
     return jax.tree.map(lambda x, t: x.astype(t.dtype), theta, template)
 
 
@@ -461,8 +460,14 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
             "warm_start_decay": warm_start_decay, "warm_start_clock": warm_start_clock}
     make_kwargs = alias_arguments(optimizer, {"normalization": normalization})
-    learned = resolve_optimizer(optimizer, init, warm, make_kwargs,
-                                config.trainable if config is not None else None)
+    learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
+    start_from = None
+    if init_from is not None:
+        start_from = initial_meta_params(init_from, learned, make_kwargs)
+    if config is not None:  # names and blocks of the meta-parameters this run starts from
+        trainable_mask(start_from if start_from is not None
+                       else jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
+                       config.trainable)
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
     members = ensemble_members(task)
@@ -482,9 +487,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         identity["validate_on"] = list(names)
         val_data, _ = task_data(",".join(names), data_dir)
         validation_families = [get_task(name).build(val_data) for name in names]
-    start_from = None
     if init_from is not None:
-        start_from = initial_meta_params(init_from, learned, make_kwargs)
         identity["init_from_sha256"] = _sha256(init_from)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")

@@ -1,5 +1,6 @@
 """A meta-training run on disk: kill and resume, refused configurations, bad input, cards."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -364,3 +365,27 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ha.load_meta_params(tmp_path / "l2" / "meta_params.npz")
+
+
+def test_init_from_weights_reading_the_sign_agreement_trains_that_row(tmp_path):
+    """Weights of a shape the default init does not have (θ_p with two rows) start a run,
+    and ``trainable`` blocks are checked against them, not against the default init."""
+    start = ha.with_sign_agreement_input(ha.init_meta_params(jax.random.key(0), 20, "paper"),
+                                         jax.random.key(1))
+    ha.save_meta_params(tmp_path / "start.npz", start)
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
+                                trainable=("theta_p[1:]",))
+    out = tmp_path / "run"
+    mt.meta_train(task="quadratic", config=config, meta_steps=1, out_dir=str(out),
+                  validation_tasks=2, progress=False, log=lambda *_: None,
+                  init_from=str(tmp_path / "start.npz"))
+    end = ha.load_meta_params(out / "meta_params.npz")
+    np.testing.assert_array_equal(end.theta_p[0], start.theta_p[0])
+    assert np.all(end.theta_p[1] != start.theta_p[1])
+    with pytest.raises(ValueError, match=r"'theta_p\[2:\]' selects nothing of 'theta_p' "
+                                         r"\(shape \(2, 20\)\)"):
+        mt.meta_train(task="quadratic",
+                      config=dataclasses.replace(config, trainable=("theta_p[2:]",)),
+                      meta_steps=1, out_dir=str(tmp_path / "bad"), validation_tasks=2,
+                      progress=False, log=lambda *_: None,
+                      init_from=str(tmp_path / "start.npz"))
