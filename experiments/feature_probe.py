@@ -142,8 +142,9 @@ def main(argv=None):
     print(f"\n{len(train_names)} families of {args.ensemble}\n")
     print("| features | ridge λ | leave-one-family-out R² | rank correlation |")
     print("|---|---:|---:|---:|")
-    sets = {"open units (76)": ("units",), "sign agreement (4)": ("agreement",),
-            "both (116)": ("units", "agreement"), "control: loss curve (2)": ("control",)}
+    sets = {"open units": ("units",), "sign agreement": ("agreement",),
+            "both": ("units", "agreement"), "control: loss curve": ("control",)}
+    sets = {f"{label} ({x_of(kinds).shape[1]})": kinds for label, kinds in sets.items()}
     for label, kinds in sets.items():
         for lam in (1.0, 10.0, 100.0):
             pred = loo(x_of(kinds), y, lam)
