@@ -470,6 +470,9 @@ def scale_by_hyperadam(
     the transform only sees its own subset of leaves, so the norms are over that subset.
     Placement of ε follows the authors' code (``ε = 1e-24``).
 
+    With a second row of ``θ_p`` the StateCell also reads the sign agreement of the previous
+    moments (our extension, :class:`HyperAdamParams`).
+
     With ``normalization="global_rms"`` every one of these norms is divided by ``√N`` (N the
     number of coordinates): the same as ``"global_l2"`` with ``θ_p``, ``θ_u`` and ``θ_r``
     multiplied by ``√N``, so the networks' inputs are of size 1 on a problem of any size.
