@@ -28,6 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tuned_rates import START_PEAK  # experiments/, the script's own directory
 
 import hyperadam_optax as ha
 from hyperadam_optax.evaluation.baselines import tune_learning_rate
@@ -36,7 +37,6 @@ from hyperadam_optax.meta.run import task_data
 from hyperadam_optax.meta.unroll import train
 from hyperadam_optax.tasks.registry import ensemble_members, make_task
 
-START_PEAK = 8.8388 * 0.005  # as in tuned_rates.py
 WINDOW = 50
 
 

@@ -114,16 +114,21 @@ def _clock_warm_start(scale, j=6):
                                warm_start_decay=(10, 0.25))
 
 
+def _assert_same_steps(theta_a, theta_b, normalization, key):
+    """25 steps of the two weights on one gradient sequence agree to 1e-6 relative."""
+    grads = _gradient_sequence(key, [(30,), (4, 5)], 25)
+    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
+    want = _updates(ha.scale_by_hyperadam(theta_a, normalization=normalization), params, grads)
+    got = _updates(ha.scale_by_hyperadam(theta_b, normalization=normalization), params, grads)
+    for a, b in zip(want, got):
+        assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-6 * optax.tree.norm(a)
+
+
 @pytest.mark.parametrize("normalization", ha.optimizers.hyperadam.NORMALIZATIONS)
 def test_open_input_path_keeps_the_steps_of_a_warm_start_with_zero_kernels(normalization):
     warm = _clock_warm_start(0.0)
     opened = ha.open_input_path(warm, jax.random.key(21))
-    grads = _gradient_sequence(jax.random.key(22), [(30,), (4, 5)], 25)
-    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
-    want = _updates(ha.scale_by_hyperadam(warm, normalization=normalization), params, grads)
-    got = _updates(ha.scale_by_hyperadam(opened, normalization=normalization), params, grads)
-    for a, b in zip(want, got):
-        assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-6 * optax.tree.norm(a)
+    _assert_same_steps(warm, opened, normalization, jax.random.key(22))
     assert not jnp.any(opened.theta_q[1:]) and jnp.all(opened.theta_q[0] == warm.theta_q[0])
 
 
@@ -182,12 +187,7 @@ def test_sign_agreement_input_matches_float64_reference(x64):
 def test_sign_agreement_input_keeps_the_steps_of_an_opened_warm_start(normalization):
     opened = ha.open_input_path(_clock_warm_start(0.0), jax.random.key(26))
     both = ha.with_sign_agreement_input(opened, jax.random.key(27), scale=3.0)
-    grads = _gradient_sequence(jax.random.key(28), [(30,), (4, 5)], 25)
-    params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
-    want = _updates(ha.scale_by_hyperadam(opened, normalization=normalization), params, grads)
-    got = _updates(ha.scale_by_hyperadam(both, normalization=normalization), params, grads)
-    for a, b in zip(want, got):
-        assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-6 * optax.tree.norm(a)
+    _assert_same_steps(opened, both, normalization, jax.random.key(28))
     # The conversion between normalisations leaves the sign agreement's row alone.
     l2 = ha.global_rms_equivalent(both, 50)
     np.testing.assert_array_equal(l2.theta_p[1], both.theta_p[1])
