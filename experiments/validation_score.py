@@ -4,12 +4,13 @@ Each file (``save_meta_params`` or a run's checkpoint) is scored with the evalua
 ``meta-train --validate-on validation --validation-tasks 8 --validation-metric final
 --trajectory 200``: the mean over the five ``val-*`` families of the log of the mean final
 loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number here equals the run's
-``validation_loss`` for the same weights. ``--reset-clock-from START`` first puts the four
-gate biases of LSTM unit 0 (the warm start's clock) back to START's: an ablation that asks
-how much of a change is the clock's.
+``validation_loss`` for the same weights. ``--reset-from START --reset PARTS`` first puts
+PARTS of each file back to START's values, an ablation that asks how much of a change is
+theirs: a comma-separated list of ``clock`` (the four gate biases of LSTM unit 0, the warm
+start's clock) and blocks named as ``meta-train --train-only`` names them (``theta_q[1:]``).
 
     python experiments/validation_score.py experiments/runs/ha-input-path/meta_params_500.npz \
-        --reset-clock-from experiments/starts/hyperadam-input-path.npz
+        --reset-from experiments/starts/hyperadam-input-path.npz --reset clock
 """
 
 import argparse
@@ -20,6 +21,7 @@ import numpy as np
 from hyperadam_optax.io import load_weights_or_checkpoint, make_kwargs_of
 from hyperadam_optax.meta.learned import learned_optimizer
 from hyperadam_optax.meta.run import task_data
+from hyperadam_optax.meta.trainable import trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
 from hyperadam_optax.optimizers.hyperadam import gate_columns
 from hyperadam_optax.tasks.registry import ensemble_members, get_task
@@ -31,23 +33,39 @@ def load(path: str):
     return theta, None if metadata is None else make_kwargs_of(metadata)
 
 
+def reset_parts(theta, start, parts: str):
+    """``theta`` with ``parts`` (``clock`` and/or ``--train-only`` blocks) set to ``start``'s."""
+    names = [part.strip() for part in parts.split(",")]
+    if "clock" in names:
+        clock = gate_columns([0], theta.b_u.shape[0])
+        theta = theta._replace(b_h=theta.b_h.at[clock].set(start.b_h[clock]))
+    blocks = tuple(n for n in names if n != "clock")
+    if blocks:
+        mask = trainable_mask(theta, blocks)
+        theta = jax.tree.map(lambda m, t, s: np.where(m, s, t), mask, theta, start)
+    return theta
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+")
     p.add_argument("--normalization", default="global_rms",
                    help="for files that do not record it (checkpoints)")
-    p.add_argument("--reset-clock-from", default=None, metavar="START")
+    p.add_argument("--reset-from", default=None, metavar="START")
+    p.add_argument("--reset", default=None, metavar="PARTS",
+                   help="clock and/or blocks like theta_q[1:], comma-separated")
     args = p.parse_args(argv)
+    if (args.reset_from is None) != (args.reset is None):
+        p.error("--reset-from and --reset go together")
     names = ensemble_members("validation")
     data, _ = task_data(",".join(names), None)
-    start = load(args.reset_clock_from)[0] if args.reset_clock_from else None
+    start = load(args.reset_from)[0] if args.reset_from else None
     evaluators = {}
     for path in args.files:
         theta, make_kwargs = load(path)
         make_kwargs = make_kwargs or {"normalization": args.normalization}
         if start is not None:
-            clock = gate_columns([0], theta.b_u.shape[0])
-            theta = theta._replace(b_h=theta.b_h.at[clock].set(start.b_h[clock]))
+            theta = reset_parts(theta, start, args.reset)
         key = tuple(sorted(make_kwargs.items()))
         if key not in evaluators:
             learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)
