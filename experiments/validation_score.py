@@ -35,6 +35,9 @@ def load(path: str):
 
 def reset_parts(theta, start, parts: str):
     """``theta`` with ``parts`` (``clock`` and/or ``--train-only`` blocks) set to ``start``'s."""
+    shapes = [jax.tree.map(np.shape, t) for t in (theta, start)]
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"--reset-from START has shapes {shapes[1]}, the file {shapes[0]}")
     names = [part.strip() for part in parts.split(",")]
     if "clock" in names:
         clock = gate_columns([0], theta.b_u.shape[0])
