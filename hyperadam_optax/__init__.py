@@ -6,6 +6,8 @@ registry), ``meta`` (the unroll, meta-training, runs on disk), ``evaluation`` (t
 protocol, tuned baselines, suites, reports, introspection) and ``cli``.
 """
 
+from importlib import metadata as _metadata
+
 from hyperadam_optax.io.files import load_meta_params, save_meta_params
 from hyperadam_optax.io.pretrained import (
     PretrainedWeightsUnavailableError,
@@ -46,7 +48,10 @@ from hyperadam_optax.optimizers.rnnprop import (
     scale_by_rnnprop,
 )
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("hyperadam-optax")
+except _metadata.PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DMParams",

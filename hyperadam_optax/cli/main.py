@@ -105,7 +105,8 @@ def _add_meta_train(sub) -> None:
                     help="with --warm-start-decay: where the clock's rate lives, a cell input "
                          "(default) or an input gate's logit (log space: meta-training moves "
                          "the horizon by relative amounts)")
-    mt.add_argument("--num-tasks", type=_positive_int, default=8, help="B, tasks per meta-step")
+    mt.add_argument("--num-tasks", type=_positive_int, default=None,
+                    help="tbptt, full: B, tasks per meta-step (default 8)")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
                     help="tasks vmapped together, chunks run one after another (a divisor of "
                          "--num-tasks); default: 1 on one CPU device, else all. It is not part "
@@ -139,10 +140,12 @@ def _add_meta_train(sub) -> None:
                     help="meta-gradient estimator: truncated BPTT (the authors'), full BPTT "
                          "(--unroll = --trajectory), antithetic ES over whole trajectories, or "
                          "persistent ES (PES) over truncations")
-    mt.add_argument("--num-particles", type=_positive_int, default=8,
-                    help="ES/PES: antithetic pairs per meta-step, each on its own task")
-    mt.add_argument("--sigma", type=_positive_float, default=0.01,
-                    help="ES/PES: standard deviation of the meta-parameter perturbations")
+    mt.add_argument("--num-particles", type=_positive_int, default=None,
+                    help="ES/PES: antithetic pairs per meta-step, each on its own task "
+                         "(default 8)")
+    mt.add_argument("--sigma", type=_positive_float, default=None,
+                    help="ES/PES: standard deviation of the meta-parameter perturbations, at "
+                         "most 1 (default 0.01)")
     mt.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                     help="HyperAdam: how its networks' inputs are normalised over the "
                          "coordinates; global_l2 (the authors', the default) or global_rms "
@@ -205,7 +208,13 @@ def _add_compare(sub) -> None:
 def _evaluate(args) -> None:
     import time
 
-    from hyperadam_optax.evaluation import SUITES, evaluate_suite, markdown_table, save_evaluation
+    from hyperadam_optax.evaluation import (
+        SUITES,
+        check_request,
+        evaluate_suite,
+        markdown_table,
+        save_evaluation,
+    )
     from hyperadam_optax.io import ensure_writable_dir
     from hyperadam_optax.tasks.data import mnist_data
 
@@ -213,19 +222,21 @@ def _evaluate(args) -> None:
     for suite in suites:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; expected one of {tuple(SUITES)} or 'all'")
-    ensure_writable_dir(args.out_dir)  # before any computing: results must have a home
-    cache = args.cache or f"{args.out_dir}/tuning_cache.json"
+    tasks = args.tasks.split(",") if args.tasks else None
+    for suite in suites:  # every refusal before the output directory is made
+        check_request(suite, args.optimizers.split(","), tasks)
     data = test_data = None
     if args.data_dir:
         train, test = mnist_data(args.data_dir, "train")[0], mnist_data(args.data_dir, "test")[0]
         data, test_data = (train.x, train.y), (test.x, test.y)
+    ensure_writable_dir(args.out_dir)  # before any computing: results must have a home
+    cache = args.cache or f"{args.out_dir}/tuning_cache.json"
     for suite in suites:
         t0 = time.perf_counter()
         evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
                                    steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
                                    cache_path=cache, data=data, test_data=test_data,
-                                   progress=not args.no_progress,
-                                   tasks=args.tasks.split(",") if args.tasks else None)
+                                   progress=not args.no_progress, tasks=tasks)
         print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
         print(markdown_table(evaluated))
         paths = save_evaluation(evaluated, args.out_dir, suite)
@@ -246,16 +257,23 @@ def _meta_train(args, argv) -> None:
     import shlex
 
     from hyperadam_optax.meta import MetaTrainConfig, meta_train
+    from hyperadam_optax.meta.config import ESTIMATOR_OPTIONS
 
-    config = MetaTrainConfig(num_tasks=args.num_tasks, unroll=args.unroll,
-                             trajectory=args.trajectory, meta_loss=args.meta_loss,
-                             min_trajectory=args.min_trajectory,
-                             second_order=args.second_order, meta_lr=args.meta_lr,
-                             clip_norm=args.clip_norm, task_chunk=args.task_chunk,
+    given = {"num_tasks": args.num_tasks, "task_chunk": args.task_chunk,
+             "num_particles": args.num_particles, "sigma": args.sigma,
+             "second_order": args.second_order or None,
+             "normalize_task_gradients": args.normalize_task_gradients or None}
+    for name, value in given.items():
+        readers, flag = ESTIMATOR_OPTIONS[name]
+        if value is not None and args.estimator not in readers:
+            raise ValueError(f"{flag} does not apply to --estimator {args.estimator} (only "
+                             f"{' and '.join(readers)} read it); leave it out")
+    config = MetaTrainConfig(unroll=args.unroll, trajectory=args.trajectory,
+                             meta_loss=args.meta_loss, min_trajectory=args.min_trajectory,
+                             meta_lr=args.meta_lr, clip_norm=args.clip_norm,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
-                             estimator=args.estimator, num_particles=args.num_particles,
-                             sigma=args.sigma, trainable=args.train_only,
-                             normalize_task_gradients=args.normalize_task_gradients)
+                             estimator=args.estimator, trainable=args.train_only,
+                             **{k: v for k, v in given.items() if v is not None})
     command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
     meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
                warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
@@ -306,10 +324,14 @@ def main(argv=None) -> int:
         return 0
     commands = {"evaluate": _evaluate, "meta-train": lambda a: _meta_train(a, argv),
                 "compare": _compare}
+    from hyperadam_optax.meta import NonFiniteMetaStepsError
+
     try:
         commands[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # refused before any work
         parser.exit(2, f"hyperadam-optax {args.command}: error: {e}\n")
+    except NonFiniteMetaStepsError as e:  # a run that stopped itself
+        parser.exit(1, f"hyperadam-optax {args.command}: error: {e}\n")
     return 0
 
 

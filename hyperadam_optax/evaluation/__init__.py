@@ -26,13 +26,17 @@ from hyperadam_optax.evaluation.reports import (
 from hyperadam_optax.evaluation.suites import (
     SUITES,
     EvaluatedOptimizer,
+    check_request,
     evaluate_suite,
     parse_optimizer,
+    parse_optimizers,
     suite_tasks,
 )
 
 __all__ = ["BASELINES", "LR_GRID", "SUITES", "TUNING_SEED_OFFSET", "EvaluatedOptimizer",
-           "RunResult", "comparison_table", "evaluate_suite", "load_results", "markdown_table",
-           "paired_comparison", "paired_difference", "parse_optimizer", "plot_curves",
+           "RunResult", "check_request", "comparison_table", "evaluate_suite", "load_results",
+           "markdown_table",
+           "paired_comparison", "paired_difference", "parse_optimizer", "parse_optimizers",
+           "plot_curves",
            "plot_trace", "run_protocol", "save_evaluation", "suite_tasks", "test_metrics",
            "trace_hyperadam", "tune_learning_rate"]

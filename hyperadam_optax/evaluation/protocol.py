@@ -94,7 +94,11 @@ def test_metrics(make_tx: Callable, family: TaskFamily, test_x, test_y, *, steps
 
 
 def paired_difference(a: RunResult, b: RunResult) -> tuple[float, float]:
-    """Mean and standard error of ``a - b`` over paired runs."""
+    """Mean and standard error of ``a - b`` over paired runs (the same seeds: at least two,
+    as many for ``a`` as for ``b``)."""
+    if len(a.final_loss) != len(b.final_loss) or len(a.final_loss) < 2:
+        raise ValueError(f"paired runs need the same number of runs, at least 2, on both sides; "
+                         f"got {len(a.final_loss)} and {len(b.final_loss)}")
     d = a.final_loss - b.final_loss
     return float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))
 

@@ -28,7 +28,8 @@ def markdown_table(evaluated: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     learned = [lab for lab in labels if lab.split("@")[0] not in BASELINES]
     baselines = [lab for lab in labels if lab.split("@")[0] in BASELINES]
-    if learned and baselines:
+    paired = all(len(results[t][lab].final_loss) >= 2 for t in task_names for lab in labels)
+    if learned and baselines and paired:  # a paired s.e. needs two runs or more
         lines += ["", "Paired difference to the best baseline of each task (negative: better):", "",
                   "| optimizer | " + " | ".join(task_names) + " |", "|---|" + "---:|" * len(task_names)]
         for label in learned:
@@ -69,8 +70,9 @@ def save_evaluation(evaluated: dict, out_dir: str, suite: str) -> list[str]:
     with open(md, "w") as f:
         f.write(markdown_table(evaluated) + "\n")
     test = evaluated.get("test", {})
+    pairing = {k: evaluated[k] for k in ("seed", "steps") if k in evaluated}
     rows = [{"task": t, "optimizer": o, "learning_rate": rates[t][o], "mean": r.mean,
-             "stderr": r.stderr, "final_losses": r.final_loss.tolist(),
+             "stderr": r.stderr, "final_losses": r.final_loss.tolist(), **pairing,
              **({f"test_{k}": v.tolist() for k, v in test[t][o].items()} if t in test else {})}
             for t in results for o, r in results[t].items()]
     js = os.path.join(out_dir, f"{suite}.json")
@@ -125,11 +127,22 @@ def load_results(path: str) -> dict[str, dict[str, RunResult]]:
         with open(path) as f:
             rows = json.load(f)
         out: dict[str, dict[str, RunResult]] = {}
+        pairing: dict[str, dict[tuple, list[str]]] = {}
         for r in rows:
             out.setdefault(r["task"], {})[r["optimizer"]] = RunResult(
                 np.asarray(r["final_losses"], np.float64), np.empty((0, 0)))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+            runs = (len(r["final_losses"]), r.get("seed"), r.get("steps"))
+            pairing.setdefault(r["task"], {}).setdefault(runs, []).append(r["optimizer"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path} is not an evaluation JSON written by save_evaluation: {e}") from e
+    if not out:
+        raise ValueError(f"{path} holds no results")
+    for task, groups in pairing.items():  # paired runs: the same seeds, the same steps
+        if len(groups) > 1:
+            detail = "; ".join(f"{', '.join(names)}: {n} runs, seed {seed}, {steps} steps"
+                               for (n, seed, steps), names in groups.items())
+            raise ValueError(f"{path}: the optimizers of task {task!r} did not run on the same "
+                             f"seeds ({detail}), so they cannot be compared pair by pair")
     return out
 
 

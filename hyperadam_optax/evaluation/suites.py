@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 
 import jax
@@ -15,7 +16,7 @@ import optax
 
 from hyperadam_optax.evaluation.baselines import BASELINES, tune_learning_rate
 from hyperadam_optax.evaluation.protocol import run_protocol, test_metrics
-from hyperadam_optax.io.files import load_meta_params, make_kwargs_of
+from hyperadam_optax.io.files import load_weights_or_checkpoint, make_kwargs_of
 from hyperadam_optax.io.pretrained import load_pretrained
 from hyperadam_optax.optimizers import registry
 from hyperadam_optax.tasks.base import TaskFamily
@@ -57,20 +58,23 @@ class EvaluatedOptimizer:
     baseline: str | None = None
     lr: float | None = None
     make: Callable[[], optax.GradientTransformation] | None = None
+    #: What is evaluated, whatever it was called (``l2o-scale`` and ``l2o_scale`` are one).
+    key: tuple = ()
 
 
 def parse_optimizer(text: str) -> EvaluatedOptimizer:
     """``adam`` (tuned), ``adam@0.01`` (fixed rate); a learned optimizer of the registry by
     name (``hyperadam``, ``rnnprop``, ``dm_optimizer`` or ``dm``: the pretrained
     meta-parameters shipped in the package), ``NAME:PATH.npz`` (a file of
-    ``save_meta_params``), or ``hyperadam:warm`` (the Adam warm start); learned optimizers run
-    at their default learning rate, with the alias arguments their file's metadata names
-    (``make_kwargs``, e.g. HyperAdam's ``normalization``)."""
-    name, _, arg = text.partition(":")
+    ``save_meta_params`` or a meta-training checkpoint), or ``hyperadam:warm`` (the Adam warm
+    start); learned optimizers run at their default learning rate, with the alias arguments
+    their file's metadata (a checkpoint: its run's config) names (``make_kwargs``, e.g.
+    HyperAdam's ``normalization``)."""
+    name, colon, arg = text.partition(":")
     if name in BASELINES:
-        if arg:
+        if colon:
             raise ValueError(f"{text!r}: a baseline takes '@rate', not ':'")
-        return EvaluatedOptimizer(label=name, baseline=name)
+        return EvaluatedOptimizer(label=name, baseline=name, key=(name, None))
     if "@" in name and name.split("@")[0] in BASELINES:
         base, _, rate = name.partition("@")
         try:
@@ -80,25 +84,58 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
         if arg or not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"{text!r}: expected BASELINE@RATE with one positive finite rate, "
                              f"e.g. {base}@0.01")
-        return EvaluatedOptimizer(label=name, baseline=base, lr=lr)
+        return EvaluatedOptimizer(label=name, baseline=base, lr=lr, key=(base, lr))
     try:
         spec = registry.get_optimizer(name)
     except ValueError:
         raise ValueError(f"unknown optimizer {text!r}; expected a baseline "
                          f"({', '.join(BASELINES)}) or {', '.join(registry.names())} "
                          "(pretrained), optionally with ':PATH.npz'") from None
+    if colon and not arg:
+        raise ValueError(f"{text!r}: expected {name}:PATH (a weight file or a checkpoint) after "
+                         f"the colon, or {name} alone for the shipped weights")
     metadata = {}
     if not arg:
         theta, metadata = load_pretrained(spec.name, with_metadata=True)
+        key = (spec.name, "pretrained")
     elif spec.name == "hyperadam" and arg == "warm":
-        theta = spec.init_meta_params(jax.random.key(0), 20, "adam")
+        theta, key = spec.init_meta_params(jax.random.key(0), 20, "adam"), (spec.name, "warm")
     else:
-        theta, metadata = load_meta_params(arg, with_metadata=True)
+        theta, metadata = load_weights_or_checkpoint(arg, spec.name)
+        if metadata is None:
+            raise ValueError(f"{arg}: a checkpoint outside its run directory (no ../config.json)"
+                             " does not say how its weights were made; pass the run's "
+                             "best_meta_params.npz or meta_params.npz")
         if not isinstance(theta, spec.params_type):
             raise ValueError(f"{arg} holds {type(theta).__name__}, not the "
                              f"{spec.params_type.__name__} of {spec.name}")
+        key = (spec.name, os.path.realpath(arg))
     kwargs = make_kwargs_of(metadata)
-    return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta, **kwargs))
+    return EvaluatedOptimizer(label=text, make=lambda: spec.make(meta_params=theta, **kwargs),
+                              key=key)
+
+
+def parse_optimizers(texts: list[str]) -> list[EvaluatedOptimizer]:
+    """:func:`parse_optimizer` of each; the same optimizer named twice (an alias, another
+    spelling of a path) is evaluated once, under its first name."""
+    if not texts:
+        raise ValueError("expected at least one optimizer")
+    entries: dict[tuple, EvaluatedOptimizer] = {}
+    for text in texts:
+        entry = parse_optimizer(text)
+        entries.setdefault(entry.key, entry)
+    return list(entries.values())
+
+
+def check_request(suite: str, optimizers: list[str], tasks: list[str] | None = None
+                  ) -> list[EvaluatedOptimizer]:
+    """Everything about an evaluation that can be refused before any work: the suite, its
+    tasks, the optimizers (their files are read); returns the parsed optimizers."""
+    unknown = sorted(set(tasks or ()) - set(_suite(suite)))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "
+                         f"{list(SUITES[suite])}")
+    return parse_optimizers(optimizers)
 
 
 def _suite_data(suite: str, data, test_data):
@@ -127,13 +164,9 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
     """
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
-    unknown = sorted(set(tasks or ()) - set(_suite(suite)))
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "
-                         f"{list(SUITES[suite])}")
+    entries = check_request(suite, optimizers, tasks)
     data, test_data = _suite_data(suite, data, test_data)
     families = {t: f for t, f in suite_tasks(suite, data).items() if tasks is None or t in tasks}
-    entries = [parse_optimizer(o) for o in optimizers]
     pairs = [(t, e) for t in families for e in entries]
     bar = _progress_bar(progress, len(pairs), suite)
     results, rates, test = {}, {}, {}
@@ -158,7 +191,7 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
             bar.set_postfix(task=task_name, optimizer=entry.label, refresh=False)
     if bar is not None:
         bar.close()
-    out = {"results": results, "learning_rates": rates}
+    out = {"results": results, "learning_rates": rates, "seed": seed, "steps": steps}
     if test:
         out["test"] = test
     return out

@@ -101,15 +101,36 @@ def save_meta_params(path: str | os.PathLike, meta_params: NamedTuple,
     """Write ``meta_params`` (and a JSON-serialisable ``metadata`` dict) to ``path`` (.npz).
 
     The file is written to a temporary name and renamed, so a crash never leaves a
-    half-written file under ``path``.
+    half-written file under ``path``. What :func:`load_meta_params` would refuse (shapes of
+    another optimizer, non-float or non-finite values) is refused here, before writing, as
+    is a ``path`` that is a directory or lies in a missing one (``ValueError`` naming it).
     """
     kind = type(meta_params).__name__
-    known = sorted(s.params_type.__name__ for s in OPTIMIZERS.values())
+    known = {s.params_type.__name__: s for s in OPTIMIZERS.values()}
     if kind not in known:
-        raise TypeError(f"cannot save {kind}; expected one of {known}")
+        raise TypeError(f"cannot save {kind}; expected one of {sorted(known)}")
     arrays = {name: np.asarray(v) for name, v in meta_params._asdict().items()}
+    found = {k: tuple(v.shape) for k, v in arrays.items()}
+    expected = known[kind].expected_shapes(found)
+    if found != expected:
+        raise ValueError(f"cannot save to {os.fspath(path)}: fields of {kind} do not match.\n"
+                         f"  expected shapes: {expected}\n  found shapes:    {found}")
+    bad = sorted(k for k, v in arrays.items()
+                 if not np.issubdtype(v.dtype, np.floating) or not np.all(np.isfinite(v)))
+    if bad:
+        raise ValueError(f"cannot save to {os.fspath(path)}: fields {bad} of {kind} are not "
+                         "finite floating-point values (load_meta_params would refuse them)")
+    try:
+        text = json.dumps(metadata or {})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cannot save to {os.fspath(path)}: metadata is not JSON: {e}") from None
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory):
+        raise ValueError(f"cannot save to {os.fspath(path)}: "
+                         + ("it is a directory" if os.path.isdir(path) else
+                            f"no directory {directory}"))
     arrays[_KIND_KEY] = np.array(kind)
-    arrays[_METADATA_KEY] = np.array(json.dumps(metadata or {}))
+    arrays[_METADATA_KEY] = np.array(text)
     write_npz(path, arrays)
 
 
@@ -228,13 +249,18 @@ def meta_params_from_checkpoint(path: str | os.PathLike, optimizer: str = "hyper
 
 
 def load_weights_or_checkpoint(path: str | os.PathLike, optimizer: str = "hyperadam"):
-    """``(meta_params, metadata)`` of a ``save_meta_params`` file, or ``(meta_params, None)``
-    of a meta-training checkpoint; ``ValueError`` naming both tries if it is neither."""
+    """``(meta_params, metadata)`` of a ``save_meta_params`` file, or of a meta-training
+    checkpoint (``RUN/checkpoints/*.npz``; its metadata is the run's ``RUN/config.json``, or
+    None if the checkpoint was moved out of its run directory); ``ValueError`` naming both
+    tries if it is neither."""
     try:
         return load_meta_params(path, with_metadata=True)
     except ValueError as file_error:
         try:
-            return meta_params_from_checkpoint(path, optimizer), None
+            theta = meta_params_from_checkpoint(path, optimizer)
         except ValueError:
             raise ValueError(f"{path}: neither a meta-parameter file nor a checkpoint of "
                              f"{optimizer} ({file_error})") from None
+    run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))),
+                              "config.json")
+    return theta, read_json(run_config, "run file") if os.path.exists(run_config) else None

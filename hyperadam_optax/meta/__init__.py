@@ -20,15 +20,21 @@ from hyperadam_optax.meta.meta_step import (
     outer_optimizer,
     truncated_unroll,
 )
-from hyperadam_optax.meta.run import RunConfigMismatchError, meta_train, plot_metrics, read_metrics
+from hyperadam_optax.meta.run import (
+    NonFiniteMetaStepsError,
+    RunConfigMismatchError,
+    meta_train,
+    plot_metrics,
+    read_metrics,
+)
 from hyperadam_optax.meta.sharding import cpu_compiler_options, shard_meta_state, task_mesh
 from hyperadam_optax.meta.truncation import TaskSlot
 from hyperadam_optax.meta.unroll import final_loss, optimizee_step, train, unroll
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 
 __all__ = ["ESTIMATORS", "META_LOSSES", "VALIDATION_METRICS", "VALIDATION_SEED", "LearnedOptimizer",
-           "MetaState",
-           "MetaTrainConfig", "RunConfigMismatchError", "TaskSlot", "cpu_compiler_options",
+           "MetaState", "MetaTrainConfig", "NonFiniteMetaStepsError", "RunConfigMismatchError",
+           "TaskSlot", "cpu_compiler_options",
            "final_loss", "init_meta_state", "learned_optimizer", "make_evaluator",
            "make_meta_step", "meta_train", "optimizee_step", "outer_optimizer", "plot_metrics",
            "read_metrics", "shard_meta_state", "task_mesh", "train", "truncated_unroll", "unroll"]

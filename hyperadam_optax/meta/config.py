@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from hyperadam_optax.meta.trainable import parse_entry
 
 META_LOSSES = ("mean", "last", "sum", "log_ratio", "final", "log_final")
 #: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
 ESTIMATORS = ("tbptt", "full", "es", "pes")
+#: The estimators that perturb the meta-parameters (their slots are ``num_particles`` pairs).
+EVOLUTION_STRATEGIES = ("es", "pes")
+#: ES/PES perturbations larger than this are refused: the meta-parameters are of order 1, so
+#: a larger sigma only measures noise (sigma = 1e30 made every meta-step non-finite).
+MAX_SIGMA = 1.0
+#: The options only some estimators read: ``field -> (estimators that read it, CLI flag)``.
+#: Another estimator refuses a value other than the default (the CLI: any value given).
+ESTIMATOR_OPTIONS = {
+    "num_tasks": (("tbptt", "full"), "--num-tasks"),
+    "task_chunk": (("tbptt", "full"), "--task-chunk"),
+    "second_order": (("tbptt", "full"), "--second-order"),
+    "normalize_task_gradients": (("tbptt", "full"), "--normalize-task-gradients"),
+    "num_particles": (EVOLUTION_STRATEGIES, "--num-particles"),
+    "sigma": (EVOLUTION_STRATEGIES, "--sigma"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +102,9 @@ class MetaTrainConfig:
         if self.estimator in ("full", "es") and self.unroll != self.trajectory:
             raise ValueError(f"estimator {self.estimator!r} unrolls whole trajectories: unroll "
                              f"({self.unroll}) must equal trajectory ({self.trajectory})")
-        if not (self.sigma > 0 and math.isfinite(self.sigma)):
-            raise ValueError(f"sigma must be positive and finite, got {self.sigma!r}")
+        if not (isinstance(self.sigma, (int, float)) and 0 < self.sigma <= MAX_SIGMA):
+            raise ValueError(f"sigma must be in (0, {MAX_SIGMA}] (the standard deviation of "
+                             f"perturbations of meta-parameters of order 1), got {self.sigma!r}")
         for name in ("num_tasks", "unroll", "trajectory", "num_particles"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -117,9 +132,7 @@ class MetaTrainConfig:
         if not isinstance(self.normalize_task_gradients, bool):
             raise ValueError(f"normalize_task_gradients must be a bool, got "
                              f"{self.normalize_task_gradients!r}")
-        if self.normalize_task_gradients and self.estimator not in ("tbptt", "full"):
-            raise ValueError(f"normalize_task_gradients needs per-task gradients: estimator "
-                             f"'tbptt' or 'full', got {self.estimator!r}")
+        self._refuse_options_that_do_not_apply()
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")
         if self.meta_lr is not None and not 0 < self.meta_lr <= 1:
@@ -129,3 +142,21 @@ class MetaTrainConfig:
                 not isinstance(self.cosine_decay_steps, int) or self.cosine_decay_steps < 1):
             raise ValueError("cosine_decay_steps must be None or a positive int, got "
                              f"{self.cosine_decay_steps!r}")
+
+    def _refuse_options_that_do_not_apply(self) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, (readers, flag) in ESTIMATOR_OPTIONS.items():
+            if self.estimator not in readers and getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name} ({flag}) = {getattr(self, name)!r} does not apply to "
+                                 f"estimator {self.estimator!r}; only {' and '.join(readers)} "
+                                 "read it")
+
+    @property
+    def num_slots(self) -> int:
+        """The task slots a meta-step runs (sharded over devices): ``num_particles`` for
+        ES/PES, else ``num_tasks``."""
+        return self.num_particles if self.estimator in EVOLUTION_STRATEGIES else self.num_tasks
+
+    @property
+    def num_slots_flag(self) -> str:
+        return "--num-particles" if self.estimator in EVOLUTION_STRATEGIES else "--num-tasks"

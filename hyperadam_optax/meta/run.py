@@ -64,6 +64,27 @@ class RunConfigMismatchError(ValueError):
     """``out_dir`` holds a run with a different configuration."""
 
 
+class NonFiniteMetaStepsError(RuntimeError):
+    """Most recent meta-steps had a non-finite meta-gradient (skipped, not applied)."""
+
+
+#: At each checkpoint, a run stops with :class:`NonFiniteMetaStepsError` if more than half of
+#: its last ``SKIP_WINDOW`` meta-steps were skipped as non-finite: it is not training.
+SKIP_WINDOW = 100
+
+
+def check_skipped(history: list[dict]) -> None:
+    """Raise :class:`NonFiniteMetaStepsError` if over half of the last :data:`SKIP_WINDOW`
+    meta-step rows of ``history`` were not finite."""
+    recent = [r["finite"] for r in history if "finite" in r][-SKIP_WINDOW:]
+    skipped = sum(1 for finite in recent if not finite)
+    if recent and skipped > len(recent) / 2:
+        raise NonFiniteMetaStepsError(
+            f"{skipped} of the last {len(recent)} meta-steps had a non-finite meta-gradient and "
+            "were skipped: the run is not training (a smaller --sigma, --meta-lr or --clip-norm, "
+            "or another --meta-loss may help); stopped at its checkpoint, which --resume continues")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunFiles:
     """The paths of a run directory (module docstring)."""
@@ -197,8 +218,11 @@ def locked_run_dir(out_dir: str):
 
 def claim_run_dir(files: RunFiles, identity: dict, resume: bool) -> None:
     """Write ``config.json``; refuse a used directory without ``resume``, or a different
-    configuration with it (nothing is changed then)."""
+    configuration with it (nothing is changed then). A directory whose run never wrote a
+    checkpoint (it failed while starting) is not in use: it is claimed afresh."""
     existing = read_json(files.config, "run file") if os.path.exists(files.config) else None
+    if existing is not None and not files.checkpoint_steps():
+        existing = None  # a run that failed before its first checkpoint holds nothing to keep
     if existing is not None:
         if not resume:
             raise FileExistsError(f"{files.out_dir} already holds a meta-training run; pass "
@@ -491,6 +515,13 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         identity["init_from_sha256"] = _sha256(init_from)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
+    if config.num_slots % jax.device_count():
+        raise ValueError(f"{config.num_slots_flag} ({config.num_slots}) must be a multiple of "
+                         f"the number of devices ({jax.device_count()}): its task slots are "
+                         "sharded over them")
+    if resume and not os.path.exists(RunFiles(out_dir).config):
+        raise FileNotFoundError(f"nothing to resume at {out_dir}: it holds no meta-training run "
+                                "(no config.json); leave out --resume to start one there")
     with locked_run_dir(out_dir):
         return _run_locked(RunFiles(out_dir), learned, families, validation_families, config,
                            identity,
@@ -537,10 +568,20 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, validation
         return card
 
     write_card(run.start, _wall_before(run), "running")  # the command survives a kill
-    wall = _train_loop(files, run, meta_step, evaluate, identity, meta_steps=meta_steps,
-                       checkpoint_every=checkpoint_every, keep=keep,
-                       bar=_progress_bar(progress, meta_steps, run.start, learned.name, log),
-                       on_checkpoint=lambda step, wall: write_card(step, wall, "running"))
+    last = {"step": run.start, "wall": _wall_before(run)}
+
+    def on_checkpoint(step: int, wall: float) -> None:
+        last.update(step=step, wall=wall)
+        write_card(step, wall, "running")
+
+    try:
+        wall = _train_loop(files, run, meta_step, evaluate, identity, meta_steps=meta_steps,
+                           checkpoint_every=checkpoint_every, keep=keep,
+                           bar=_progress_bar(progress, meta_steps, run.start, learned.name, log),
+                           on_checkpoint=on_checkpoint)
+    except NonFiniteMetaStepsError as e:
+        write_card(last["step"], last["wall"], f"stopped: {e}")
+        raise
     card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed,
                  status="finished", commit=commit)
     save_meta_params(files.meta_params, run.state.meta_params, card)
@@ -558,7 +599,8 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, validation
 def _card(run: RunProgress, identity: dict, commands: list, *, meta_steps: int, wall: float,
           seed: int, status: str, commit: str | None) -> dict:
     """How the run's meta-parameters were made: commands, config, meta-steps done, status
-    (``running`` until the last checkpoint is written, then ``finished``), wall time, seed,
+    (``running`` until the last checkpoint is written, then ``finished``; ``stopped: why``
+    if it stopped itself), wall time, seed,
     commit, best and final validation, JAX version and devices."""
     vals = [r["validation_loss"] for r in run.history if "validation_loss" in r]
     return {
@@ -604,6 +646,7 @@ def _train_loop(files: RunFiles, run: RunProgress, meta_step: Callable, evaluate
             append({"step": step, "validation_loss": val})
             save_checkpoint(files, run, step, val, identity, keep)
             on_checkpoint(step, wall_before + time.perf_counter() - t_start)
+            check_skipped(run.history)
             return val
 
         if not run.restored:

@@ -92,11 +92,21 @@ def check_float_leaves(tree, what: str) -> None:
             )
 
 
-def check_same_structure(tree, reference, what: str, reference_what: str) -> None:
-    """Raise ``ValueError`` if ``tree`` and ``reference`` differ in structure."""
+def check_same_structure(tree, reference, what: str, reference_what: str,
+                         trailing: int = 0) -> None:
+    """Raise ``ValueError`` if ``tree`` and ``reference`` differ in structure, or a leaf of
+    ``tree`` differs in shape from its reference leaf without the reference's ``trailing``
+    axes (e.g. a state of ``param.shape + (J,)``); checked at trace time, free at run time."""
     got, want = jax.tree.structure(tree), jax.tree.structure(reference)
     if got != want:
         raise ValueError(
             f"{what} have a different tree structure than the {reference_what}.\n"
             f"  expected: {want}\n  found:    {got}"
         )
+    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(tree),
+                                 jax.tree.leaves(reference)):
+        expected = tuple(jnp.shape(ref))[:jnp.ndim(ref) - trailing]
+        if tuple(jnp.shape(leaf)) != expected:
+            raise ValueError(f"{what}: leaf {jax.tree_util.keystr(path)} has shape "
+                             f"{tuple(jnp.shape(leaf))}, but the {reference_what} is for shape "
+                             f"{expected}")

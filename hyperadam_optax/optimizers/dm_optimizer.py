@@ -104,7 +104,8 @@ def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_same_structure(updates, state.h1, "gradients", "DMoptimizer state (from init)")
+        check_same_structure(updates, state.h1, "gradients", "DMoptimizer state (from init)",
+                             trailing=1)
         check_float_leaves(updates, "DMoptimizer gradients")
 
         def leaf(g, h1, c1, h2, c2):

@@ -503,7 +503,8 @@ def scale_by_hyperadam(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_same_structure(updates, state.m, "gradients", "HyperAdam state (from init)")
+        check_same_structure(updates, state.m, "gradients", "HyperAdam state (from init)",
+                             trailing=1)
         check_float_leaves(updates, "HyperAdam gradients")
         grads, treedef, fields = _flat_leaves(updates, state)
         new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps,

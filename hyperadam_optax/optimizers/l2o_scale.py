@@ -243,10 +243,15 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
     Per-tensor means are over each leaf this transform is given; the relative log rate and
     the Global RNN see all of them: inside ``optax.partition`` or ``optax.masked`` "the
     problem" is the leaves routed here. ``initial_log_lr``: every coordinate's starting log
-    rate (module docstring). Returns ``+`` the step: :func:`l2o_scale` negates it.
+    rate (module docstring), finite and within ±33; sane: about log(1e-6) to log(1).
+    Returns ``+`` the step: :func:`l2o_scale` negates it.
     """
     sizes = check_meta_params(meta_params, L2OScaleParams, SIZE_FIELDS, l2o_scale_shapes)
     timescales, param_size = sizes[0], sizes[1]
+    if isinstance(initial_log_lr, (int, float)) and not abs(initial_log_lr) <= LOG_LR_CLIP:
+        raise ValueError(f"initial_log_lr must be finite and within ±{LOG_LR_CLIP} (the clip of "
+                         "the log rate); sane values are about log(1e-6) to log(1), steps of "
+                         f"1e-6 to 1 per unit-RMS direction; got {initial_log_lr!r}")
     mp = meta_params
     #: The per-tensor and global states' dtype: float32, or the meta-parameters' if wider.
     level_dtype = compute_dtype([], mp)

@@ -81,7 +81,7 @@ def test_evaluate_cli(tmp_path, capsys):
     rows = json.loads((out / "table2.json").read_text())
     assert {r["task"] for r in rows} == {"sine-small-noise"} and len(rows) == 3
     assert all(len(r["final_losses"]) == 3 and np.all(np.isfinite(r["final_losses"]))
-               for r in rows)
+               and (r["seed"], r["steps"]) == (0, 15) for r in rows)
     assert (out / "table2.png").stat().st_size > 10_000
 
 
@@ -175,3 +175,92 @@ def test_validation_suite_is_disjoint_from_reported_and_training_tasks():
         assert np.isfinite(float(family.loss(params, family.sample_batch(
             jax.random.PRNGKey(2), family.sample_task(jax.random.PRNGKey(1))),
             family.sample_task(jax.random.PRNGKey(1)))))
+
+
+@pytest.mark.parametrize("optimizers, tasks, message", [
+    ("l2o-scale:", None, "expected l2o-scale:PATH"),
+    ("adam:", None, "a baseline takes '@rate', not ':'"),
+    ("lion", None, "unknown optimizer"),
+    ("hyperadam:/nonexistent.npz", None, "not a readable"),
+    ("adam", "nosuch", "unknown tasks ['nosuch']"),
+])
+def test_evaluate_refusals_leave_no_output_directory(tmp_path, capsys, optimizers, tasks, message):
+    from hyperadam_optax import cli
+
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--suite", "table2", "--optimizers", optimizers, "--out-dir",
+                  str(out), "--no-progress", *(["--tasks", tasks] if tasks else [])])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_one_optimizer_named_twice_is_evaluated_once(tmp_path):
+    path = tmp_path / "theta.npz"
+    ha.save_meta_params(path, ha.load_pretrained("l2o_scale"))
+    entries = ev.parse_optimizers(["l2o-scale", "adam", "l2o_scale", "adam",
+                                   f"l2o-scale:{path}", f"l2o_scale:{tmp_path}/../{tmp_path.name}/theta.npz"])
+    assert [e.label for e in entries] == ["l2o-scale", "adam", f"l2o-scale:{path}"]
+    assert len(ev.parse_optimizers(["adam@0.01", "adam@1e-2", "adam"])) == 2
+
+
+def test_a_checkpoint_is_evaluated_with_its_runs_settings(tmp_path):
+    from typing import NamedTuple
+
+    from hyperadam_optax.io import save_pytree
+
+    class Checkpoint(NamedTuple):  # the layout of a meta-state: meta_params first
+        meta_params: object
+        step: object
+
+    theta = ha.init_meta_params(jax.random.key(0), 4)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_pytree(run / "checkpoints" / "best.npz", Checkpoint(theta, jnp.array(3)))
+    (run / "config.json").write_text(json.dumps({"optimizer": "hyperadam",
+                                                 "make_kwargs": {"normalization": "global_rms"}}))
+    tx = ev.parse_optimizer(f"hyperadam:{run}/checkpoints/best.npz").make()
+    want = ha.hyperadam(meta_params=theta, normalization="global_rms")
+    grads = {"w": jnp.linspace(-1.0, 2.0, 5)}
+    np.testing.assert_array_equal(tx.update(grads, tx.init(grads))[0]["w"],
+                                  want.update(grads, want.init(grads))[0]["w"])
+    moved = tmp_path / "moved.npz"
+    moved.write_bytes((run / "checkpoints" / "best.npz").read_bytes())
+    with pytest.raises(ValueError, match="a checkpoint outside its run directory"):
+        ev.parse_optimizer(f"hyperadam:{moved}")
+
+
+def _rows(runs_a, runs_b, seed_b=0):
+    return [{"task": "t", "optimizer": "a", "final_losses": [1.0] * runs_a, "seed": 0, "steps": 5},
+            {"task": "t", "optimizer": "b", "final_losses": [2.0] * runs_b, "seed": seed_b,
+             "steps": 5}]
+
+
+@pytest.mark.parametrize("rows, message", [
+    (_rows(3, 2), "did not run on the same seeds"),
+    (_rows(3, 3, seed_b=1), "did not run on the same seeds"),
+    ([], "holds no results"),
+    ({"task": "t"}, "not an evaluation JSON"),
+])
+def test_compare_refuses_results_that_are_not_paired(tmp_path, capsys, rows, message):
+    from hyperadam_optax import cli
+
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compare", str(path), "--optimizer", "a", "--baseline", "b"])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="the same number of runs, at least 2"):
+        ev.paired_difference(ev.RunResult(np.ones(3), np.empty((0, 0))),
+                             ev.RunResult(np.ones(2), np.empty((0, 0))))
+
+
+def test_compare_of_paired_results(tmp_path, capsys):
+    from hyperadam_optax import cli
+
+    path = tmp_path / "suite.json"
+    rows = _rows(3, 3)
+    rows[1]["final_losses"] = [2.0, 2.5, 3.0]
+    path.write_text(json.dumps(rows))
+    assert cli.main(["compare", str(path), "--optimizer", "a", "--baseline", "b"]) == 0
+    assert "-1.5000 ± 0.2887 ahead" in capsys.readouterr().out

@@ -61,6 +61,25 @@ def test_not_an_npz_archive_is_named(tmp_path):
     with pytest.raises(ValueError, match="not a zip archive"):
         ha.load_meta_params(noise)
     nan = tmp_path / "nan.npz"
-    ha.save_meta_params(nan, theta._replace(b_u=theta.b_u.at[1].set(jnp.nan)))
+    ha.save_meta_params(nan, theta)  # save refuses NaN: written around it, as a bad file would be
+    with np.load(nan) as data:
+        arrays = dict(data)
+    arrays["b_u"][1] = np.nan
+    np.savez(nan, **arrays)
     with pytest.raises(ValueError, match=r"fields \['b_u'\] of HyperAdamParams hold NaN"):
         ha.load_meta_params(nan)
+
+
+def test_save_refuses_what_load_would_refuse_and_names_the_users_path(tmp_path):
+    mp = ha.init_meta_params(jax.random.key(3), 7)
+    with pytest.raises(ValueError, match=r"fields \['b_q'\] of HyperAdamParams are not finite"):
+        ha.save_meta_params(tmp_path / "nan.npz", mp._replace(b_q=mp.b_q * jnp.nan))
+    with pytest.raises(ValueError, match=rf"cannot save to {tmp_path}: it is a directory"):
+        ha.save_meta_params(tmp_path, mp)
+    with pytest.raises(ValueError, match="no directory"):
+        ha.save_meta_params(tmp_path / "missing" / "theta.npz", mp)
+    with pytest.raises(ValueError, match=r"expected shapes.*'b_q': \(7,\)"):
+        ha.save_meta_params(tmp_path / "short.npz", mp._replace(b_q=mp.b_q[:3]))
+    with pytest.raises(ValueError, match="metadata is not JSON"):
+        ha.save_meta_params(tmp_path / "meta.npz", mp, {"when": object()})
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file either

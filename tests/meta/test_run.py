@@ -23,6 +23,7 @@ CLI = [sys.executable, "-m", "hyperadam_optax.cli"]
 
 QUICK = ["meta-train", "--task", "quadratic", "--num-tasks", "2", "--unroll", "5",
          "--trajectory", "10", "--meta-lr", "0.01", "--validation-tasks", "2", "--no-progress"]
+QUICK_PES = [*QUICK[:3], *QUICK[5:], "--estimator", "pes"]  # PES has particles, not --num-tasks
 
 
 def _cli(*args, **kw):
@@ -117,7 +118,18 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--train-only", "theta_q[1:],theta_h[:,80:]"], "'theta_h[:,80:]' selects nothing"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "['normalization']: not arguments of rnnprop"),
-    (["--estimator", "pes", "--normalize-task-gradients"], "estimator 'tbptt' or 'full'"),
+    (["--estimator", "pes", "--normalize-task-gradients"],
+     "--normalize-task-gradients does not apply to --estimator pes"),
+    # Options another estimator reads: refused when given, even at their default value.
+    (["--sigma", "0.01"], "--sigma does not apply to --estimator tbptt"),
+    (["--estimator", "full", "--unroll", "20", "--trajectory", "20", "--num-particles", "4"],
+     "--num-particles does not apply to --estimator full"),
+    (["--estimator", "pes", "--second-order"], "--second-order does not apply to --estimator pes"),
+    (["--estimator", "pes", "--num-tasks", "8"], "--num-tasks does not apply to --estimator pes"),
+    (["--estimator", "es", "--unroll", "20", "--trajectory", "20", "--task-chunk", "1"],
+     "--task-chunk does not apply to --estimator es"),
+    (["--estimator", "pes", "--sigma", "1e30"], "sigma must be in (0, 1.0]"),
+    (["--resume"], "nothing to resume at"),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, message):
     stderr = _cli_error(capsys, "meta-train", "--meta-steps", "1", "--out-dir",
@@ -302,12 +314,76 @@ def test_truncated_config_is_named(tmp_path):
     assert r.returncode == 2 and f"{out / 'config.json'} is not readable JSON" in r.stderr
 
 
+def test_options_of_other_estimators_are_refused_by_the_config():
+    for kwargs, flag in [({"sigma": 0.05}, "--sigma"), ({"num_particles": 2}, "--num-particles"),
+                         ({"estimator": "pes", "second_order": True}, "--second-order"),
+                         ({"estimator": "pes", "num_tasks": 16}, "--num-tasks")]:
+        with pytest.raises(ValueError, match=f"\\({flag}\\) = .* does not apply to estimator"):
+            mt.MetaTrainConfig(**kwargs)
+    assert mt.MetaTrainConfig(estimator="pes", num_particles=6).num_slots == 6
+    assert mt.MetaTrainConfig(num_tasks=4).num_slots == 4
+
+
+def test_slots_that_do_not_divide_over_the_devices_are_refused_before_any_file(tmp_path):
+    """A real two-device process; the refusal comes before the run directory exists, so the
+    corrected command can run there."""
+    out = tmp_path / "R"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    r = _cli("meta-train", "--optimizer", "l2o_scale", "--task", "quadratic", "--estimator", "pes",
+             "--num-particles", "3", "--meta-steps", "2", "--unroll", "5", "--trajectory", "10",
+             "--no-progress", "--out-dir", str(out), env=env)
+    assert r.returncode == 2, r.stderr
+    assert "--num-particles (3) must be a multiple of the number of devices (2)" in r.stderr
+    assert not out.exists()
+
+
+def test_a_directory_whose_run_never_checkpointed_is_claimed_afresh(tmp_path):
+    from hyperadam_optax.meta.run import RunFiles, claim_run_dir
+
+    files = RunFiles(str(tmp_path / "run"))
+    os.makedirs(files.checkpoints)
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"num_particles": 3}))
+    claim_run_dir(files, {"num_particles": 2}, resume=False)  # the failed start is not a run
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"num_particles": 2}
+    (tmp_path / "run" / "checkpoints" / "ckpt_00000000.npz").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="already holds a meta-training run"):
+        claim_run_dir(files, {"num_particles": 4}, resume=False)
+
+
+def test_mostly_non_finite_meta_steps_stop_the_run():
+    from hyperadam_optax.meta.run import SKIP_WINDOW, check_skipped
+
+    ok, bad = {"step": 1, "finite": 1.0}, {"step": 1, "finite": 0.0}
+    check_skipped([])
+    check_skipped([bad, ok, ok])  # a skipped step now and then is the safeguard working
+    check_skipped([bad] * SKIP_WINDOW + [ok] * SKIP_WINDOW)  # only the last window counts
+    with pytest.raises(mt.NonFiniteMetaStepsError, match="2 of the last 2 meta-steps"):
+        check_skipped([{"step": 0, "validation_loss": 1.0}, bad, bad])
+    with pytest.raises(mt.NonFiniteMetaStepsError, match=f"51 of the last {SKIP_WINDOW}"):
+        check_skipped([ok] * 49 + [bad] * 51)
+
+
+@pytest.mark.slow  # a real run whose every meta-step is non-finite
+def test_a_run_that_cannot_train_ends_non_zero_with_its_card_saying_why(tmp_path):
+    start = tmp_path / "huge.npz"  # finite, but every optimizee step overflows
+    theta = ha.init_meta_params(jax.random.key(0), 20, "adam")
+    ha.save_meta_params(start, theta._replace(b_q=theta.b_q * 1e30))
+    out = tmp_path / "run"
+    r = _cli(*QUICK, "--meta-steps", "4", "--checkpoint-every", "2", "--init-from", str(start),
+             "--out-dir", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "meta-steps had a non-finite meta-gradient" in r.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["status"].startswith("stopped: 2 of the last 2") and card["meta_steps"] == 2
+    assert not (out / "meta_params.npz").exists()
+
+
 @pytest.mark.slow  # several processes, each compiling a meta-step
 def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
     from hyperadam_optax.io import meta_params_from_checkpoint
 
     first = tmp_path / "pes"
-    r = _cli(*QUICK, "--estimator", "pes", "--num-particles", "2", "--sigma", "0.05",
+    r = _cli(*QUICK_PES, "--num-particles", "2", "--sigma", "0.05",
              "--meta-steps", "3", "--out-dir", str(first))
     assert r.returncode == 0, r.stderr
     config = json.loads((first / "config.json").read_text())

@@ -9,6 +9,8 @@ Add an optimizer there and it gets the whole suite.
 """
 
 import functools
+import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -387,6 +389,27 @@ def test_rejects_structure_change(make_tx):
     state = tx.init(_params())
     with pytest.raises(ValueError, match="different tree structure"):
         tx.update({"w": _grads()["w"]}, state)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))  # all four: refused while tracing, cheap
+@pytest.mark.parametrize("leaf, shape", [("w", (1, 3)), ("b", ()), ("w", (2, 4))])
+def test_rejects_gradients_of_another_shape(name, leaf, shape):
+    """Broadcastable ones too: (1, 3) against (2, 3) used to be broadcast silently, so the
+    global norms were computed on the wrong data."""
+    tx = OPTIMIZERS[name](0.01)
+    state = tx.init(_params())
+    grads = {**_grads(), leaf: jnp.ones(shape)}
+    want = _params()[leaf].shape
+    with pytest.raises(ValueError, match=rf"leaf \['{leaf}'\] has shape {re.escape(str(shape))}.*"
+                                         rf"for shape {re.escape(str(want))}"):
+        jax.jit(tx.update)(grads, state, _params())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e6, -40.0])
+def test_l2o_scale_refuses_an_initial_log_rate_out_of_range(value):
+    with pytest.raises(ValueError, match="initial_log_lr must be finite and within"):
+        ha.l2o_scale(initial_log_lr=value)
+    ha.l2o_scale(initial_log_lr=math.log(1e-2))  # a sane one is taken
 
 
 @pytest.mark.parametrize("state_dtype", [jnp.int32, jnp.complex64, bool])
