@@ -164,9 +164,10 @@ def _add_meta_train(sub) -> None:
                     help="fixed tasks per validation family")
     mt.add_argument("--validate-on", default=None,
                     help="families that score checkpoints instead of the training ones: "
-                         "'validation' (the val-* families, in no training ensemble) or "
-                         "tasks separated by commas; several are scored as the mean log of "
-                         "each one's score")
+                         "'selection' (the selection val-* families, in no training "
+                         "ensemble; 'validation' says the same) or tasks separated by "
+                         "commas, never a report family; several are scored as the mean log "
+                         "of each one's score")
     mt.add_argument("--validation-metric", choices=VALIDATION_METRICS, default="mean",
                     help="checkpoint score on the validation tasks: mean loss over the "
                          "trajectory, or the final parameters' loss (the tables' protocol)")
@@ -222,7 +223,7 @@ def _evaluate(args) -> None:
     for suite in suites:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; expected one of {tuple(SUITES)} or 'all'")
-    tasks = args.tasks.split(",") if args.tasks else None
+    tasks = None if args.tasks is None else args.tasks.split(",")
     for suite in suites:  # every refusal before the output directory is made
         check_request(suite, args.optimizers.split(","), tasks)
     data = test_data = None

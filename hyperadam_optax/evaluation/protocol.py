@@ -10,6 +10,7 @@ No Random Scaling and no convex term. Runs are ``vmap``-ped: one compiled progra
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -60,6 +61,9 @@ def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int
     sequence of floats (e.g. learning rates), all ``vmap``-ped in one program; returns one
     result per value.
     """
+    for name, value in (("steps", steps), ("runs", runs)):
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     keys = jax.random.split(jax.random.PRNGKey(seed), runs)
     if hypers is None:
         fn = jax.jit(jax.vmap(lambda k: _one_run(make_tx, family, steps, k, None)[:2]))

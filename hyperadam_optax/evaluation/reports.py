@@ -70,9 +70,11 @@ def save_evaluation(evaluated: dict, out_dir: str, suite: str) -> list[str]:
     with open(md, "w") as f:
         f.write(markdown_table(evaluated) + "\n")
     test = evaluated.get("test", {})
-    pairing = {k: evaluated[k] for k in ("seed", "steps") if k in evaluated}
+    pairing = {"seed": evaluated["seed"]} if "seed" in evaluated else {}
+    steps = evaluated.get("steps", {})
     rows = [{"task": t, "optimizer": o, "learning_rate": rates[t][o], "mean": r.mean,
              "stderr": r.stderr, "final_losses": r.final_loss.tolist(), **pairing,
+             **({"steps": steps[t]} if t in steps else {}),
              **({f"test_{k}": v.tolist() for k, v in test[t][o].items()} if t in test else {})}
             for t in results for o, r in results[t].items()]
     js = os.path.join(out_dir, f"{suite}.json")

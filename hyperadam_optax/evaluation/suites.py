@@ -21,7 +21,12 @@ from hyperadam_optax.io.pretrained import load_pretrained
 from hyperadam_optax.optimizers import registry
 from hyperadam_optax.tasks.base import TaskFamily
 from hyperadam_optax.tasks.data import mnist_data
-from hyperadam_optax.tasks.registry import VALIDATION_FAMILIES, get_task
+from hyperadam_optax.tasks.registry import (
+    REPORT_FAMILIES,
+    SELECTION_FAMILIES,
+    VALIDATION_FAMILIES,
+    get_task,
+)
 
 #: Suite -> task names. "long-horizon" is meant for ``steps`` of 2,000 or 10,000 with fewer
 #: runs; "generalisation" (Table 3) trains on the training images and scores held-out ones.
@@ -32,8 +37,11 @@ SUITES: dict[str, tuple[str, ...]] = {
     "cnn": ("cnn1", "cnn2"),
     "long-horizon": ("mlp-sigmoid", "mlp-9hidden", "cnn2", "sine-2layer"),
     "generalisation": ("mlp-sigmoid", "cnn1", "cnn2"),
-    # Tasks of no paper and no meta-training family: where checkpoints and settings are
-    # chosen, scored as users score (final loss at their horizon, against tuned Adam).
+    # Tasks of no paper and no meta-training family, scored as users score (final loss at
+    # their horizon, against tuned Adam): checkpoints and settings are chosen on "selection";
+    # "report" is only reported; "validation" is both.
+    "selection": SELECTION_FAMILIES,
+    "report": REPORT_FAMILIES,
     "validation": VALIDATION_FAMILIES,
 }
 
@@ -118,8 +126,8 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
 def parse_optimizers(texts: list[str]) -> list[EvaluatedOptimizer]:
     """:func:`parse_optimizer` of each; the same optimizer named twice (an alias, another
     spelling of a path) is evaluated once, under its first name."""
-    if not texts:
-        raise ValueError("expected at least one optimizer")
+    if isinstance(texts, str) or not texts:
+        raise ValueError(f"expected a non-empty list of optimizer names, got {texts!r}")
     entries: dict[tuple, EvaluatedOptimizer] = {}
     for text in texts:
         entry = parse_optimizer(text)
@@ -131,6 +139,8 @@ def check_request(suite: str, optimizers: list[str], tasks: list[str] | None = N
                   ) -> list[EvaluatedOptimizer]:
     """Everything about an evaluation that can be refused before any work: the suite, its
     tasks, the optimizers (their files are read); returns the parsed optimizers."""
+    if tasks is not None and not tasks:
+        raise ValueError(f"expected some tasks of suite {suite!r} (default: all of them)")
     unknown = sorted(set(tasks or ()) - set(_suite(suite)))
     if unknown:
         raise ValueError(f"unknown tasks {unknown} for suite {suite!r}; expected some of "
@@ -160,7 +170,9 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
     ``data``/``test_data``: MNIST ``(x, y)``; default: the embedded 5,000 images, split into
     4,000 for training and 1,000 held out (:func:`~hyperadam_optax.tasks.data.mnist_data`),
     the held-out ones used only by the generalisation suite. ``tasks``: a subset of the
-    suite's task names (default: all).
+    suite's task names (default: all). Every task runs ``steps`` steps, but a long-horizon
+    family (its ``TaskSpec.horizon``, e.g. ``val-wine-mlp-1000``) its own; ``"steps"`` of
+    the result says which, per task.
     """
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
@@ -170,28 +182,29 @@ def evaluate_suite(suite: str, optimizers: list[str], *, runs: int = 100, steps:
     pairs = [(t, e) for t in families for e in entries]
     bar = _progress_bar(progress, len(pairs), suite)
     results, rates, test = {}, {}, {}
+    horizons = {t: get_task(t).horizon or steps for t in families}
     for task_name, entry in pairs:
-        family = families[task_name]
+        family, task_steps = families[task_name], horizons[task_name]
         if entry.baseline is not None:
             lr = entry.lr if entry.lr is not None else tune_learning_rate(
-                entry.baseline, family, steps=steps, runs=tune_runs, seed=seed,
+                entry.baseline, family, steps=task_steps, runs=tune_runs, seed=seed,
                 cache_path=cache_path)
             make = (lambda lr=lr, b=entry.baseline: BASELINES[b](lr))
         else:
             lr, make = None, entry.make
         results.setdefault(task_name, {})[entry.label] = run_protocol(
-            lambda _h, make=make: make(), family, steps=steps, runs=runs, seed=seed)
+            lambda _h, make=make: make(), family, steps=task_steps, runs=runs, seed=seed)
         rates.setdefault(task_name, {})[entry.label] = lr
         if suite == "generalisation":
             test.setdefault(task_name, {})[entry.label] = test_metrics(
-                lambda _h, make=make: make(), family, *test_data, steps=steps, runs=runs,
+                lambda _h, make=make: make(), family, *test_data, steps=task_steps, runs=runs,
                 seed=seed)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(task=task_name, optimizer=entry.label, refresh=False)
     if bar is not None:
         bar.close()
-    out = {"results": results, "learning_rates": rates, "seed": seed, "steps": steps}
+    out = {"results": results, "learning_rates": rates, "seed": seed, "steps": horizons}
     if test:
         out["test"] = test
     return out

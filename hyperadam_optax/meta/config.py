@@ -129,9 +129,13 @@ class MetaTrainConfig:
                              f"{self.trainable!r}")
         for entry in self.trainable or ():
             parse_entry(entry)
-        if not isinstance(self.normalize_task_gradients, bool):
-            raise ValueError(f"normalize_task_gradients must be a bool, got "
-                             f"{self.normalize_task_gradients!r}")
+        for name in ("second_order", "remat", "normalize_task_gradients"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.clip_norm is not None and not (isinstance(self.clip_norm, (int, float))
+                                               and 0 < self.clip_norm < float("inf")):
+            raise ValueError(f"clip_norm must be None or positive and finite, got "
+                             f"{self.clip_norm!r}")
         self._refuse_options_that_do_not_apply()
         if self.meta_loss is not None and self.meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {self.meta_loss!r}")

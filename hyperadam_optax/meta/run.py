@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import inspect
 import json
+import numbers
 import os
 import shutil
 import sys
@@ -57,7 +58,7 @@ from hyperadam_optax.meta.trainable import trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 from hyperadam_optax.optimizers.registry import get_optimizer
 from hyperadam_optax.tasks.data import mnist_data
-from hyperadam_optax.tasks.registry import ensemble_members, get_task
+from hyperadam_optax.tasks.registry import REPORT_FAMILIES, ensemble_members, get_task
 
 
 class RunConfigMismatchError(ValueError):
@@ -456,7 +457,7 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     ensemble draws one family per meta-step (:mod:`~hyperadam_optax.meta.ensemble`), its
     validation score is the mean over families of the log of each one's, and it turns on
     the persistent compilation cache. ``validate_on``: the families that score checkpoints
-    instead of the training ones (``"validation"``: the validation families no training
+    instead of the training ones (``"selection"``: the selection families no training
     ensemble contains, or tasks separated by commas), scored the same way.
 
     ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
@@ -476,8 +477,10 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     meta-parameters in this file (``save_meta_params`` or a checkpoint of a run) instead of
     ``init``; its SHA-256 joins the run's identity.
     """
-    if meta_steps < 1 or checkpoint_every < 1 or keep < 1:
-        raise ValueError("meta_steps, checkpoint_every and keep must be positive")
+    for name, value in (("meta_steps", meta_steps), ("checkpoint_every", checkpoint_every),
+                        ("keep", keep), ("validation_tasks", validation_tasks)):
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if validation_metric not in VALIDATION_METRICS:
         raise ValueError(f"validation_metric must be one of {VALIDATION_METRICS}, "
                          f"got {validation_metric!r}")
@@ -492,9 +495,15 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
         trainable_mask(start_from if start_from is not None
                        else jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
                        config.trainable)
+    if task == "":
+        raise ValueError("--task is empty; leave it out for the optimizer's paper's task")
     task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
     members = ensemble_members(task)
+    scored = members + (ensemble_members(validate_on) if validate_on is not None else ())
+    if data_dir is not None and not any(get_task(name).needs_data for name in scored):
+        raise ValueError(f"--data-dir {data_dir}: no task of this run trains on MNIST "
+                         f"({', '.join(dict.fromkeys(scored))}); leave it out")
     data, data_desc = task_data(task, data_dir)
     families = [get_task(name).build(data) for name in members]
     identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
@@ -508,6 +517,11 @@ def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: s
     validation_families = families
     if validate_on is not None:
         names = ensemble_members(validate_on)
+        reported = [n for n in names if n in REPORT_FAMILIES]
+        if reported:
+            raise ValueError(f"--validate-on {validate_on}: {reported} are report families, "
+                             "only ever reported, never used to choose a checkpoint; choose on "
+                             "'selection'")
         identity["validate_on"] = list(names)
         val_data, _ = task_data(",".join(names), data_dir)
         validation_families = [get_task(name).build(val_data) for name in names]

@@ -110,3 +110,17 @@ def check_same_structure(tree, reference, what: str, reference_what: str,
             raise ValueError(f"{what}: leaf {jax.tree_util.keystr(path)} has shape "
                              f"{tuple(jnp.shape(leaf))}, but the {reference_what} is for shape "
                              f"{expected}")
+
+
+def check_number(value, name: str, low: float, high: float, *, open_low: bool = True,
+                 open_high: bool = False) -> None:
+    """Raise ``ValueError`` unless a concrete number ``value`` lies in the interval
+    ``(low, high]`` (ends as ``open_low``/``open_high`` say); traced values (e.g. from
+    ``optax.inject_hyperparams``) are not checked."""
+    if not isinstance(value, (int, float)):
+        return
+    above = value > low if open_low else value >= low
+    below = value < high if open_high else value <= high
+    if not (above and below):
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")

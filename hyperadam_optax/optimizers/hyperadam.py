@@ -18,6 +18,7 @@ import optax
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
+    check_number,
     check_same_structure,
     compute_dtype,
     state_dtype_for,
@@ -301,6 +302,8 @@ def adam_meta_params(
     the decay rates are constant, candidate 1 is Adam's bias-corrected step and the
     others get weight ``ELU(0) = 0``.
     """
+    check_number(b1, "b1", 0.0, 1.0, open_high=True)
+    check_number(b2, "b2", 0.0, 1.0, open_high=True)
     j = num_candidates
     shapes = expected_shapes(j)
     zeros = {k: jnp.zeros(s, dtype) for k, s in shapes.items()}
@@ -490,6 +493,7 @@ def scale_by_hyperadam(
     """
     j = num_candidates(meta_params)
     check_normalization(normalization)
+    check_number(eps, "eps", 0.0, 1.0)
 
     def init_fn(params):
         check_float_leaves(params, "HyperAdam params")
@@ -602,6 +606,9 @@ def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamS
     :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`), ``normalization``
     the one it runs with.
     """
+    if not isinstance(state, HyperAdamState):
+        raise TypeError(f"state must be the HyperAdamState of scale_by_hyperadam (opt_state[0] "
+                        f"of hyperadam), got {type(state).__name__}")
     grads, treedef, fields = _flat_leaves(updates, state)
     *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps,
                                            normalization=check_normalization(normalization),

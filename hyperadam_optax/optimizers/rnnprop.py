@@ -11,6 +11,7 @@ import optax
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
+    check_number,
     check_same_structure,
     compute_dtype,
     map_leaves,
@@ -86,6 +87,10 @@ def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float 
     The paper's update is ``w -= 0.1 · tanh(out)``: :func:`rnnprop` with ``learning_rate=1``.
     """
     hidden = check_meta_params(meta_params, RNNpropParams, "b_in", rnnprop_shapes)
+    for name, value in (("b1", b1), ("b2", b2)):
+        check_number(value, name, 0.0, 1.0, open_low=False, open_high=True)
+    check_number(eps, "eps", 0.0, 1.0)
+    check_number(output_scale, "output_scale", 0.0, float("inf"), open_high=True)
     mp = meta_params
 
     def init_fn(params):

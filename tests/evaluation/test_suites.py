@@ -183,6 +183,7 @@ def test_validation_suite_is_disjoint_from_reported_and_training_tasks():
     ("lion", None, "unknown optimizer"),
     ("hyperadam:/nonexistent.npz", None, "not a readable"),
     ("adam", "nosuch", "unknown tasks ['nosuch']"),
+    ("adam", "", "unknown tasks ['']"),
 ])
 def test_evaluate_refusals_leave_no_output_directory(tmp_path, capsys, optimizers, tasks, message):
     from hyperadam_optax import cli
@@ -190,7 +191,7 @@ def test_evaluate_refusals_leave_no_output_directory(tmp_path, capsys, optimizer
     out = tmp_path / "eval"
     with pytest.raises(SystemExit) as e:
         cli.main(["evaluate", "--suite", "table2", "--optimizers", optimizers, "--out-dir",
-                  str(out), "--no-progress", *(["--tasks", tasks] if tasks else [])])
+                  str(out), "--no-progress", *(["--tasks", tasks] if tasks is not None else [])])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
 

@@ -31,13 +31,18 @@ def _problem():
     opt = meta.LearnedOptimizer("log-lr", lambda k: {"log_lr": jnp.log(jnp.float64(0.02))},
                                 lambda theta: optax.sgd(jnp.exp(theta["log_lr"])))
     config = meta.MetaTrainConfig(unroll=UNROLL, trajectory=TRAJECTORY, meta_loss="mean",
-                                  second_order=True, estimator="pes", num_particles=8,
-                                  sigma=0.01, remat=False)
+                                  estimator="pes", num_particles=8, sigma=0.01, remat=False)
     return family, opt, config, opt.init_meta_params(None)
 
 
+def _backprop(config, **changes):
+    """The BPTT config of the same problem: exact (second-order) gradients, no ES settings."""
+    return dataclasses.replace(config, **{"estimator": "tbptt", "second_order": True,
+                                          "num_particles": 8, "sigma": 0.01, **changes})
+
+
 def _exact(family, opt, config, theta):
-    full = dataclasses.replace(config, unroll=TRAJECTORY, estimator="full")
+    full = _backprop(config, unroll=TRAJECTORY, estimator="full")
     slot = fresh_slot(opt, family, theta, jax.random.PRNGKey(0), 0)
     return jax.grad(lambda t: tbptt.truncated_unroll(opt, family, full, t, slot)[0])(theta)[
         "log_lr"]
@@ -69,9 +74,10 @@ def test_pes_is_unbiased_and_truncated_bptt_is_not(x64):
     assert abs(mean - exact) < 3 * se, (mean, se, exact)
     # Truncated BPTT over the same trajectory: mean of its per-truncation gradients.
     slot, total = fresh_slot(opt, family, theta, jax.random.PRNGKey(0), 0), 0.0
+    tb = _backprop(config)
     for _ in range(TRAJECTORY // UNROLL):
         g, (_, slot) = jax.grad(lambda t, s=slot: tbptt.truncated_unroll(
-            opt, family, config, t, s), has_aux=True)(theta)
+            opt, family, tb, t, s), has_aux=True)(theta)
         total += float(g["log_lr"])
     truncated = total / (TRAJECTORY // UNROLL)
     assert abs(truncated - exact) > 10 * se and abs(truncated - exact) > 0.2 * abs(exact), (
@@ -121,9 +127,10 @@ def test_meta_training_with_each_estimator_lowers_the_meta_loss(estimator):
     opt = meta.LearnedOptimizer("log-lr", lambda k: {"log_lr": jnp.log(jnp.float32(0.01))},
                                 lambda theta: optax.sgd(jnp.exp(theta["log_lr"])))
     unroll = TRAJECTORY if estimator in ("full", "es") else UNROLL
-    config = meta.MetaTrainConfig(num_tasks=4, unroll=unroll, trajectory=TRAJECTORY,
-                                  meta_loss="mean", estimator=estimator, num_particles=8,
-                                  sigma=0.05, meta_lr=0.05, clip_norm=None)
+    slots = ({"num_tasks": 4} if estimator == "full" else  # each estimator's own settings
+             {"num_particles": 8, "sigma": 0.05})
+    config = meta.MetaTrainConfig(unroll=unroll, trajectory=TRAJECTORY, meta_loss="mean",
+                                  estimator=estimator, meta_lr=0.05, clip_norm=None, **slots)
     state = meta.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
     evaluate = meta.make_evaluator(opt, family, num_tasks=16, steps=TRAJECTORY, seed=5)
     before = float(evaluate(state.meta_params))

@@ -130,6 +130,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
      "--task-chunk does not apply to --estimator es"),
     (["--estimator", "pes", "--sigma", "1e30"], "sigma must be in (0, 1.0]"),
     (["--resume"], "nothing to resume at"),
+    (["--task", ""], "--task is empty"),
+    (["--task", "quadratic", "--data-dir", "/x"], "no task of this run trains on MNIST (quadratic)"),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, message):
     stderr = _cli_error(capsys, "meta-train", "--meta-steps", "1", "--out-dir",
