@@ -9,7 +9,6 @@ import pytest
 
 import hyperadam_optax as ha
 from hyperadam_optax.meta import MetaTrainConfig, meta_train
-from hyperadam_optax.meta.ensemble import family_of_step
 
 ENSEMBLE = "quadratic,l2o-bowls"  # 10-dim and 2-dim parameters: two compiled meta-steps
 
@@ -37,11 +36,7 @@ def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypat
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text()
             .splitlines()]
     drawn = [r["family"] for r in rows if "family" in r]
-    key = jax.random.PRNGKey(0)
-    # The family of each step is the run's draw (run key = the 2nd of split(seed key)).
-    run_key = jax.random.split(key, 4)[1]
-    assert drawn == [int(family_of_step(run_key, s, 2)) for s in range(8)]
-    assert set(drawn) == {0, 1}
+    assert len(drawn) == 8 and set(drawn) == {0, 1}  # one family per meta-step, both drawn
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["ensemble"] == ["quadratic", "l2o-bowls"]
     vals = [r["validation_loss"] for r in rows if "validation_loss" in r]
@@ -52,6 +47,13 @@ def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypat
     jax.tree.map(np.testing.assert_array_equal,
                  ha.load_meta_params(tmp_path / "full" / "meta_params.npz"),
                  ha.load_meta_params(tmp_path / "split" / "meta_params.npz"))
+    resumed = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert [r["family"] for r in resumed if "family" in r] == drawn  # the resume redraws alike
+    _run(tmp_path / "other-seed", 8, seed=1)
+    other = [json.loads(line) for line in (tmp_path / "other-seed" / "metrics.jsonl")
+             .read_text().splitlines()]
+    assert [r["family"] for r in other if "family" in r] != drawn  # the draw is the seed's
     assert any((tmp_path / "cache").iterdir())  # the persistent compilation cache is used
 
 

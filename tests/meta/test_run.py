@@ -49,8 +49,36 @@ def _steps_logged(path):
         return max([json.loads(line).get("step", 0) for line in f if line.strip()] or [0])
 
 
+def test_resume_after_a_real_kill_matches_an_uninterrupted_run(tmp_path):
+    """In the default run: a CLI process killed mid-run (SIGKILL), resumed in this process,
+    ends bit-identical to an uninterrupted run in this process."""
+    steps = 80  # enough that the kill at step 8 lands before the end on a fast machine
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*CLI, *QUICK, "--meta-steps", str(steps), "--checkpoint-every", "3",
+                             "--out-dir", str(killed)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _steps_logged(killed / "metrics.jsonl") < 8 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "meta_params.npz").exists()  # it really stopped before the end
+    config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
+    run = dict(task="quadratic", config=config, meta_steps=steps, validation_tasks=2,
+               checkpoint_every=100, progress=False)  # checkpoints do not change the result
+    logs = []
+    mt.meta_train(**run, out_dir=str(killed), resume=True, log=logs.append)
+    assert any("resuming" in line for line in logs), logs
+    mt.meta_train(**run, out_dir=str(tmp_path / "full"), log=lambda *_: None)
+    jax.tree.map(np.testing.assert_array_equal, ha.load_meta_params(killed / "meta_params.npz"),
+                 ha.load_meta_params(tmp_path / "full" / "meta_params.npz"))
+    logged = [r["step"] for r in mt.read_metrics(str(killed / "metrics.jsonl")) if "meta_loss" in r]
+    assert logged == list(range(1, steps + 1))  # no step lost or repeated in the log
+
+
 @pytest.mark.slow  # several processes, each compiling a meta-step
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """The same through the CLI only (three processes), with its card and plot."""
     steps = "400"  # enough that the kill at step 8 lands before the end on a fast machine
     full = tmp_path / "full"
     r = _cli(*QUICK, "--meta-steps", steps, "--checkpoint-every", "3", "--out-dir", str(full))
