@@ -23,7 +23,7 @@ def main(argv=None):
     theta, metadata = ha.load_meta_params(args.source, with_metadata=True)
     if make_kwargs_of(metadata):
         raise SystemExit(f"{args.source} is made for {make_kwargs_of(metadata)}, not global_l2")
-    ha.save_meta_params(args.out, ha.global_rms_equivalent(theta, args.coordinates), {
+    ha.save_meta_params(args.out, ha.contrib.global_rms_equivalent(theta, args.coordinates), {
         "make_kwargs": {"normalization": "global_rms"},
         "made_by": f"global_rms_equivalent({args.source}, {args.coordinates})",
         "source_step": metadata.get("chosen_checkpoint", {}).get("meta_step"),

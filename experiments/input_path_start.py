@@ -25,7 +25,7 @@ import argparse
 import jax
 
 import hyperadam_optax as ha
-from hyperadam_optax.optimizers.hyperadam import open_input_path
+from hyperadam_optax.contrib import open_input_path
 
 
 def main(argv=None):
@@ -52,7 +52,7 @@ def main(argv=None):
                f"warm_start_decay={decay}, warm_start_clock={args.clock!r}), "
                f"input_scale={args.input_scale})")
     if args.sign_agreement is not None:
-        theta = ha.with_sign_agreement_input(theta, jax.random.fold_in(jax.random.key(args.seed), 1),
+        theta = ha.contrib.with_sign_agreement_input(theta, jax.random.fold_in(jax.random.key(args.seed), 1),
                                              scale=args.sign_agreement)
         made_by = f"with_sign_agreement_input({made_by}, scale={args.sign_agreement})"
     ha.save_meta_params(args.out, theta, {"make_kwargs": {"normalization": "global_rms"},

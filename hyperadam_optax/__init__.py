@@ -8,6 +8,7 @@ protocol, tuned baselines, suites, reports, introspection) and ``cli``.
 
 from importlib import metadata as _metadata
 
+from hyperadam_optax import contrib
 from hyperadam_optax.io.files import load_meta_params, save_meta_params
 from hyperadam_optax.io.pretrained import (
     PretrainedWeightsUnavailableError,
@@ -28,12 +29,11 @@ from hyperadam_optax.optimizers.hyperadam import (
     HyperAdamParams,
     HyperAdamState,
     adam_meta_params,
-    global_rms_equivalent,
     hyperadam_internals,
+    hyperadam_shapes,
+    init_hyperadam_meta_params,
     init_meta_params,
-    open_input_path,
     scale_by_hyperadam,
-    with_sign_agreement_input,
 )
 from hyperadam_optax.optimizers.l2o_scale import (
     L2OScaleParams,
@@ -54,6 +54,7 @@ except _metadata.PackageNotFoundError:  # a checkout on sys.path that was never 
     __version__ = "0+unknown"
 
 __all__ = [
+    "contrib",
     "DMParams",
     "DMState",
     "RNNpropParams",
@@ -73,15 +74,14 @@ __all__ = [
     "HyperAdamState",
     "PretrainedWeightsUnavailableError",
     "adam_meta_params",
-    "global_rms_equivalent",
     "hyperadam",
     "hyperadam_internals",
+    "hyperadam_shapes",
+    "init_hyperadam_meta_params",
     "init_meta_params",
     "load_meta_params",
     "load_pretrained",
-    "open_input_path",
     "pretrained_card",
     "save_meta_params",
     "scale_by_hyperadam",
-    "with_sign_agreement_input",
 ]

@@ -67,6 +67,7 @@ def test_runtime_dependencies_are_what_the_package_imports():
     """pyproject's dependencies are what the package imports at module level (jaxlib comes
     with jax); what it imports lazily, inside a function, is an extra's."""
     import re
+
     import tomllib
 
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
@@ -82,7 +83,7 @@ def test_runtime_dependencies_are_what_the_package_imports():
 
 
 def test_optimizer_modules_do_no_file_io():
-    for path in (PACKAGE / "optimizers").glob("*.py"):
+    for path in (PACKAGE / "optimizers").rglob("*.py"):
         text = path.read_text()
         for word in ("open(", "np.load(", "resources.", "load_pretrained"):
             assert word not in text, f"optimizers/{path.name} uses {word}"

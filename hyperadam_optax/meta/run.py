@@ -403,7 +403,7 @@ def initial_meta_params(path: str, learned: LearnedOptimizer, make_kwargs: dict 
         raise ValueError(f"--init-from {path}: its weights were made for "
                          f"{make_kwargs_of(metadata) or 'the default arguments'}, this run uses "
                          f"{make_kwargs or 'the default arguments'} (hyperadam_optax."
-                         "global_rms_equivalent converts HyperAdam weights to global_rms)")
+                         "contrib.global_rms_equivalent converts HyperAdam weights to global_rms)")
     found = {k: tuple(np.shape(v)) for k, v in theta._asdict().items()}
     expected = get_optimizer(learned.name).expected_shapes(found)
     if found != expected:

@@ -476,7 +476,7 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
 def test_init_from_weights_reading_the_sign_agreement_trains_that_row(tmp_path):
     """Weights of a shape the default init does not have (θ_p with two rows) start a run,
     and ``trainable`` blocks are checked against them, not against the default init."""
-    start = ha.with_sign_agreement_input(ha.init_meta_params(jax.random.key(0), 20, "paper"),
+    start = ha.contrib.with_sign_agreement_input(ha.init_meta_params(jax.random.key(0), 20, "paper"),
                                          jax.random.key(1))
     ha.save_meta_params(tmp_path / "start.npz", start)
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,

@@ -77,7 +77,7 @@ def test_global_rms_equivalent_takes_the_global_l2_steps_at_its_size():
     grads = _gradient_sequence(jax.random.key(13), shapes, 20)
     params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
     want = _updates(ha.scale_by_hyperadam(theta), params, grads)
-    got = _updates(ha.scale_by_hyperadam(ha.global_rms_equivalent(theta, 50),
+    got = _updates(ha.scale_by_hyperadam(ha.contrib.global_rms_equivalent(theta, 50),
                                          normalization="global_rms"), params, grads)
     for a, b in zip(want, got):
         assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-5 * optax.tree.norm(a)
@@ -105,7 +105,7 @@ def test_unknown_normalization_is_refused():
     with pytest.raises(ValueError, match="global_l2.*global_rms"):
         ha.scale_by_hyperadam(_random_theta(0), normalization="rms")
     with pytest.raises(ValueError, match="positive int"):
-        ha.global_rms_equivalent(_random_theta(0), 0)
+        ha.contrib.global_rms_equivalent(_random_theta(0), 0)
 
 
 def _clock_warm_start(scale, j=6):
@@ -127,7 +127,7 @@ def _assert_same_steps(theta_a, theta_b, normalization, key):
 @pytest.mark.parametrize("normalization", ha.optimizers.hyperadam.NORMALIZATIONS)
 def test_open_input_path_keeps_the_steps_of_a_warm_start_with_zero_kernels(normalization):
     warm = _clock_warm_start(0.0)
-    opened = ha.open_input_path(warm, jax.random.key(21))
+    opened = ha.contrib.open_input_path(warm, jax.random.key(21))
     _assert_same_steps(warm, opened, normalization, jax.random.key(22))
     assert not jnp.any(opened.theta_q[1:]) and jnp.all(opened.theta_q[0] == warm.theta_q[0])
 
@@ -152,20 +152,20 @@ def test_open_input_path_gives_the_readout_a_task_dependent_meta_gradient():
 
     warm = _clock_warm_start(0.01)
     assert readout_to_bias_ratio(warm) < 2e-3
-    assert readout_to_bias_ratio(ha.open_input_path(warm, jax.random.key(25))) > 0.05
+    assert readout_to_bias_ratio(ha.contrib.open_input_path(warm, jax.random.key(25))) > 0.05
 
 
 def test_open_input_path_refuses_bad_arguments():
     warm = _clock_warm_start(0.0)
     for bad in [(), (6,), (-1,), (0.5,)]:
         with pytest.raises(ValueError, match="keep_units"):
-            ha.open_input_path(warm, jax.random.key(0), keep_units=bad)
+            ha.contrib.open_input_path(warm, jax.random.key(0), keep_units=bad)
     with pytest.raises(ValueError, match="input_scale"):
-        ha.open_input_path(warm, jax.random.key(0), input_scale=0.0)
+        ha.contrib.open_input_path(warm, jax.random.key(0), input_scale=0.0)
 
 
 def test_sign_agreement_input_matches_float64_reference(x64):
-    theta = ha.with_sign_agreement_input(_random_theta(13, j=5, dtype=jnp.float64),
+    theta = ha.contrib.with_sign_agreement_input(_random_theta(13, j=5, dtype=jnp.float64),
                                          jax.random.key(14), scale=2.0)
     assert theta.theta_p.shape == (2, 5)
     grads = _gradient_sequence(jax.random.key(15), [(7,), (3, 4)], 15)
@@ -185,20 +185,20 @@ def test_sign_agreement_input_matches_float64_reference(x64):
 
 @pytest.mark.parametrize("normalization", ha.optimizers.hyperadam.NORMALIZATIONS)
 def test_sign_agreement_input_keeps_the_steps_of_an_opened_warm_start(normalization):
-    opened = ha.open_input_path(_clock_warm_start(0.0), jax.random.key(26))
-    both = ha.with_sign_agreement_input(opened, jax.random.key(27), scale=3.0)
+    opened = ha.contrib.open_input_path(_clock_warm_start(0.0), jax.random.key(26))
+    both = ha.contrib.with_sign_agreement_input(opened, jax.random.key(27), scale=3.0)
     _assert_same_steps(opened, both, normalization, jax.random.key(28))
     # The conversion between normalisations leaves the sign agreement's row alone.
-    l2 = ha.global_rms_equivalent(both, 50)
+    l2 = ha.contrib.global_rms_equivalent(both, 50)
     np.testing.assert_array_equal(l2.theta_p[1], both.theta_p[1])
 
 
 def test_sign_agreement_input_is_refused_twice_and_other_row_counts_are_misshaped(tmp_path):
-    both = ha.with_sign_agreement_input(_random_theta(0), jax.random.key(0))
+    both = ha.contrib.with_sign_agreement_input(_random_theta(0), jax.random.key(0))
     with pytest.raises(ValueError, match="already read 2 inputs"):
-        ha.with_sign_agreement_input(both, jax.random.key(0))
+        ha.contrib.with_sign_agreement_input(both, jax.random.key(0))
     with pytest.raises(ValueError, match="scale must be positive"):
-        ha.with_sign_agreement_input(_random_theta(0), jax.random.key(0), scale=0.0)
+        ha.contrib.with_sign_agreement_input(_random_theta(0), jax.random.key(0), scale=0.0)
     three = both._replace(theta_p=jnp.zeros((3, 6)))
     with pytest.raises(ValueError, match=r"theta_p: expected \(1, 6\), found \(3, 6\)"):
         ha.scale_by_hyperadam(three)
