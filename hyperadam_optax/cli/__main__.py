@@ -1,5 +1,5 @@
 """``python -m hyperadam_optax.cli``: the same as the ``hyperadam-optax`` command."""
 
-from hyperadam_optax.cli.main import main
+from hyperadam_optax.cli.main import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -298,25 +298,34 @@ _EVALUATE_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
 
 
 def _single_threaded_eigen() -> None:
-    """Add :data:`_EVALUATE_XLA_FLAG` to ``XLA_FLAGS`` unless the user set that flag; only
-    possible before JAX's backend starts (``import hyperadam_optax`` does not start it)."""
+    """Add :data:`_EVALUATE_XLA_FLAG` to ``XLA_FLAGS`` unless the user set that flag. Takes
+    effect only before JAX's backend starts, so only :func:`run` (a process of its own) calls
+    it; ``import hyperadam_optax`` does not start the backend."""
     import os
 
-    from jax._src import xla_bridge
-
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags and not xla_bridge._backends:
+    if "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_EVALUATE_XLA_FLAG}".strip()
 
 
+def run(argv=None) -> int:
+    """The ``hyperadam-optax`` command and ``python -m hyperadam_optax.cli``: :func:`main` in
+    a process of its own, where XLA flags can still be set before JAX starts."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        _single_threaded_eigen()
+    return main(argv)
+
+
 def main(argv=None) -> int:
+    """The command line, callable in a running process (tests, notebooks)."""
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "evaluate":
-        _single_threaded_eigen()
     if args.command == "demo":
         from hyperadam_optax.cli.demo import run_demo
 
@@ -337,4 +346,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -70,14 +70,19 @@ class EvaluatedOptimizer:
     key: tuple = ()
 
 
+#: ``NAME:WORD`` evaluates an initialisation (key 0, default sizes) instead of a file:
+#: ``warm`` its Adam warm start (HyperAdam's ``init="adam"``), ``paper`` its authors' init.
+INITIAL_WEIGHTS = {"warm": "adam", "paper": "paper"}
+
+
 def parse_optimizer(text: str) -> EvaluatedOptimizer:
     """``adam`` (tuned), ``adam@0.01`` (fixed rate); a learned optimizer of the registry by
     name (``hyperadam``, ``rnnprop``, ``dm_optimizer`` or ``dm``: the pretrained
     meta-parameters shipped in the package), ``NAME:PATH.npz`` (a file of
-    ``save_meta_params`` or a meta-training checkpoint), or ``hyperadam:warm`` (the Adam warm
-    start); learned optimizers run at their default learning rate, with the alias arguments
-    their file's metadata (a checkpoint: its run's config) names (``make_kwargs``, e.g.
-    HyperAdam's ``normalization``)."""
+    ``save_meta_params`` or a meta-training checkpoint), or ``NAME:warm`` / ``NAME:paper``
+    (an initialisation, :data:`INITIAL_WEIGHTS`); learned optimizers run at their default
+    learning rate, with the alias arguments their file's metadata (a checkpoint: its run's
+    config) names (``make_kwargs``, e.g. HyperAdam's ``normalization``)."""
     name, colon, arg = text.partition(":")
     if name in BASELINES:
         if colon:
@@ -106,8 +111,12 @@ def parse_optimizer(text: str) -> EvaluatedOptimizer:
     if not arg:
         theta, metadata = load_pretrained(spec.name, with_metadata=True)
         key = (spec.name, "pretrained")
-    elif spec.name == "hyperadam" and arg == "warm":
-        theta, key = spec.init_meta_params(jax.random.key(0), 20, "adam"), (spec.name, "warm")
+    elif arg in INITIAL_WEIGHTS:  # e.g. hyperadam:warm, rnnprop:paper
+        try:
+            theta = spec.init_meta_params(jax.random.key(0), init=INITIAL_WEIGHTS[arg])
+        except ValueError as e:
+            raise ValueError(f"{text!r}: {e}") from None
+        key = (spec.name, arg)
     else:
         theta, metadata = load_weights_or_checkpoint(arg, spec.name)
         if metadata is None:

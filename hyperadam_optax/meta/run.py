@@ -359,14 +359,17 @@ def _previous_commands(files: RunFiles, start: int) -> list:
 
 def resolve_optimizer(optimizer: str, init: str, warm: dict,
                       make_kwargs: dict | None = None) -> LearnedOptimizer:
-    """The registry's optimizer with its initialisation; the warm-start arguments apply to
-    HyperAdam's Adam warm start only. ``make_kwargs``: arguments of its alias
-    (:func:`alias_arguments`), bad values refused here."""
+    """The registry's optimizer with its initialisation: ``warm``, options of its
+    ``init_*_meta_params`` (None: not given; an option it does not take is refused, its own
+    rules, e.g. HyperAdam's warm start needing ``init="adam"``, are its own). ``make_kwargs``:
+    arguments of its alias (:func:`alias_arguments`), bad values refused here."""
     given = {k: v for k, v in warm.items() if v is not None}
+    spec = get_optimizer(optimizer)
+    unknown = sorted(set(given) - set(inspect.signature(spec.init_meta_params).parameters))
+    if unknown:
+        raise ValueError(f"{' and '.join(unknown)} are not initialisation options of "
+                         f"{spec.name}")
     learned = learned_optimizer(optimizer, init=init, make_kwargs=make_kwargs, **given)
-    if given and (learned.name != "hyperadam" or init != "adam"):
-        raise ValueError(f"{' and '.join(given)} apply to HyperAdam's Adam warm start only "
-                         "(optimizer 'hyperadam', init 'adam')")
     template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))  # bad init fails
     if make_kwargs:
         learned.make(template)  # bad values fail here

@@ -196,6 +196,18 @@ def test_evaluate_refusals_leave_no_output_directory(tmp_path, capsys, optimizer
     assert not out.exists()
 
 
+def test_initialisations_are_evaluated_by_name():
+    """NAME:paper is the authors' init (key 0), NAME:warm the Adam warm start where there is
+    one; generic code names no optimizer."""
+    grads = {"w": jnp.linspace(-1.0, 1.0, 4)}
+    tx = ev.parse_optimizer("rnnprop:paper").make()
+    want = ha.rnnprop(meta_params=ha.init_rnnprop_meta_params(jax.random.key(0)))
+    np.testing.assert_array_equal(tx.update(grads, tx.init(grads))[0]["w"],
+                                  want.update(grads, want.init(grads))[0]["w"])
+    with pytest.raises(ValueError, match="'l2o-scale:warm': init must be 'paper'"):
+        ev.parse_optimizer("l2o-scale:warm")
+
+
 def test_one_optimizer_named_twice_is_evaluated_once(tmp_path):
     path = tmp_path / "theta.npz"
     ha.save_meta_params(path, ha.load_pretrained("l2o_scale"))

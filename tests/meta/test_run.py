@@ -158,6 +158,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
      "--task-chunk does not apply to --estimator es"),
     (["--estimator", "pes", "--sigma", "1e30"], "sigma must be in (0, 1.0]"),
     (["--resume"], "nothing to resume at"),
+    (["--optimizer", "rnnprop", "--warm-start-step", "2"],
+     "warm_start_step are not initialisation options of rnnprop"),
     (["--task", ""], "--task is empty"),
     (["--task", "quadratic", "--data-dir", "/x"], "no task of this run trains on MNIST (quadratic)"),
 ])

@@ -58,6 +58,14 @@ def init_hyperadam_meta_params(
     """
     if not isinstance(num_candidates, int) or num_candidates < 1:
         raise ValueError(f"num_candidates must be a positive int, got {num_candidates!r}")
+    warm = {"warm_start_scale": (warm_start_scale, 0.01), "warm_start_step": (warm_start_step, 1.0),
+            "warm_start_betas": (tuple(warm_start_betas), (0.9, 0.999)),
+            "warm_start_decay": (warm_start_decay, None),
+            "warm_start_clock": (warm_start_clock, "cell_input")}
+    changed = [name for name, (value, default) in warm.items() if value != default]
+    if init != "adam" and changed:
+        raise ValueError(f"{' and '.join(changed)} apply to HyperAdam's Adam warm start only "
+                         f"(init='adam'), not init={init!r}")
     if not (warm_start_step > 0 and math.isfinite(warm_start_step)):
         raise ValueError(f"warm_start_step must be positive and finite, got {warm_start_step!r}")
     b1, b2 = warm_start_betas
