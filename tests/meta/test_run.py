@@ -49,20 +49,25 @@ def _steps_logged(path):
         return max([json.loads(line).get("step", 0) for line in f if line.strip()] or [0])
 
 
+def _kill_a_cli_run_at_step_8(out, steps: int) -> None:
+    """Start the QUICK run of ``steps`` meta-steps in a process, SIGKILL it once 8 are logged."""
+    proc = subprocess.Popen([*CLI, *QUICK, "--meta-steps", str(steps), "--checkpoint-every", "3",
+                             "--out-dir", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _steps_logged(out / "metrics.jsonl") < 8 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "meta_params.npz").exists()  # it really stopped before the end
+
+
 def test_resume_after_a_real_kill_matches_an_uninterrupted_run(tmp_path):
     """In the default run: a CLI process killed mid-run (SIGKILL), resumed in this process,
     ends bit-identical to an uninterrupted run in this process."""
     steps = 80  # enough that the kill at step 8 lands before the end on a fast machine
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, *QUICK, "--meta-steps", str(steps), "--checkpoint-every", "3",
-                             "--out-dir", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while _steps_logged(killed / "metrics.jsonl") < 8 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "meta_params.npz").exists()  # it really stopped before the end
+    _kill_a_cli_run_at_step_8(killed, steps)
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
     run = dict(task="quadratic", config=config, meta_steps=steps, validation_tasks=2,
                checkpoint_every=100, progress=False)  # checkpoints do not change the result
@@ -85,15 +90,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert r.returncode == 0, r.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, *QUICK, "--meta-steps", steps, "--checkpoint-every", "3",
-                             "--out-dir", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while _steps_logged(killed / "metrics.jsonl") < 8 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "meta_params.npz").exists()  # it really stopped before the end
+    _kill_a_cli_run_at_step_8(killed, int(steps))
     assert any(p.name.startswith("ckpt_") for p in (killed / "checkpoints").iterdir())
 
     r = _cli(*QUICK, "--meta-steps", steps, "--checkpoint-every", "3", "--out-dir", str(killed),

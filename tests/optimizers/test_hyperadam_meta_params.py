@@ -108,7 +108,7 @@ def test_decaying_warm_start_is_adam_with_a_falling_rate(clock):
     for bad in [(0.5, 0.25), (100, 0.0), (100, 1.5)]:
         with pytest.raises(ValueError, match=r"warm_start_decay must be \(horizon >= 1"):
             ha.init_meta_params(jax.random.key(0), 4, "adam", warm_start_decay=bad)
-    with pytest.raises(ValueError, match="warm_start_decay needs init='adam'"):
+    with pytest.raises(ValueError, match="warm_start_decay apply to HyperAdam's Adam warm start only"):
         ha.init_meta_params(jax.random.key(0), 4, "paper", warm_start_decay=(100, 0.25))
 
 

@@ -49,6 +49,7 @@ def test_tabular_data_are_standardised():
     assert set(np.unique(load_tabular("wine").y)) == {0, 1, 2}
 
 
+@pytest.mark.slow  # 30 s for the five
 @pytest.mark.parametrize("name", REPORT_FAMILIES)
 def test_report_family_trains_with_adam(name):
     """Each new family is a real task: 150 Adam steps at a plain rate lower its loss well

@@ -77,8 +77,6 @@ def init_hyperadam_meta_params(
         if not (horizon >= 1 and 0 < floor <= 1):
             raise ValueError("warm_start_decay must be (horizon >= 1, floor in (0, 1]), "
                              f"got {warm_start_decay!r}")
-        if init != "adam":
-            raise ValueError("warm_start_decay needs init='adam'")
     if check_clock(warm_start_clock) != "cell_input" and warm_start_decay is None:
         raise ValueError("warm_start_clock is the clock of warm_start_decay, which is not set")
     keys = dict(zip(["theta_p", "theta_h", "theta_u", "theta_r", "theta_q"],
