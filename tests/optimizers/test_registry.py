@@ -61,3 +61,36 @@ def test_names_and_aliases():
     assert get_optimizer("l2o-scale") is get_optimizer("l2o_scale")
     with pytest.raises(ValueError, match="unknown learned optimizer 'lion'; expected one of"):
         get_optimizer("lion")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_piece_of_the_add_an_optimizer_recipe_is_there(spec):
+    """docs/DESIGN.md "Where to add a learned optimizer", to the letter: a registered
+    optimizer missing one of the pieces fails here, naming it."""
+    import pathlib
+    import sys
+
+    root = pathlib.Path(ha.__file__).resolve().parents[1]
+    module = sys.modules[spec.make.__module__]
+    state = module.__dict__.get(spec.params_type.__name__.replace("Params", "State"))
+    missing = [piece for piece, ok in [
+        ("a <name>_shapes function", spec.shapes.__name__.endswith("_shapes")),
+        ("an init_<name>_meta_params function", spec.init_meta_params.__name__.startswith("init_")
+         and spec.init_meta_params.__name__.endswith("_meta_params")),
+        ("its State NamedTuple", state is not None),
+        (f"scale_by_{spec.name}", hasattr(module, f"scale_by_{spec.name}")),
+        (f"hyperadam_optax.{spec.name} (the alias with shipped weights)",
+         hasattr(ha, spec.name)),
+        ("the package's exports of its Params, State, init and scale_by",
+         {spec.params_type.__name__, getattr(state, "__name__", "?"), spec.init_meta_params.__name__,
+          f"scale_by_{spec.name}"} <= set(ha.__all__)),
+        (f"pretrained/{spec.name}.npz and .json", spec.name in PRETRAINED
+         and (root / "hyperadam_optax" / "pretrained" / f"{spec.name}.json").exists()),
+        ("an entry in tests/optimizers/test_conformance.py",
+         spec.name in (root / "tests" / "optimizers" / "test_conformance.py").read_text()),
+        ("a float64 reference test", any(
+            spec.name.split("_")[0] in p.name or spec.name in p.read_text()
+            for p in (root / "tests" / "optimizers").glob("test_*.py")
+            if "float64" in p.read_text() and p.name != "test_conformance.py")),
+    ] if not ok]
+    assert not missing, f"{spec.name} lacks {missing}"
