@@ -20,13 +20,9 @@ from hyperadam_optax.meta.meta_step import (
     outer_optimizer,
     truncated_unroll,
 )
-from hyperadam_optax.meta.run import (
-    NonFiniteMetaStepsError,
-    RunConfigMismatchError,
-    meta_train,
-    plot_metrics,
-    read_metrics,
-)
+from hyperadam_optax.meta.plots import plot_metrics
+from hyperadam_optax.meta.run import NonFiniteMetaStepsError, meta_train
+from hyperadam_optax.meta.run_dir import RunConfigMismatchError, read_metrics
 from hyperadam_optax.meta.sharding import cpu_compiler_options, shard_meta_state, task_mesh
 from hyperadam_optax.meta.truncation import TaskSlot
 from hyperadam_optax.meta.unroll import final_loss, optimizee_step, train, unroll

@@ -252,7 +252,7 @@ def _quick_run(out, steps, **kw):
 @pytest.mark.slow
 def test_resume_repairs_a_best_checkpoint_left_stale_by_a_kill(tmp_path):
     from hyperadam_optax.io import read_leaves
-    from hyperadam_optax.meta.run import RunFiles, read_metrics
+    from hyperadam_optax.meta.run_dir import RunFiles, read_metrics
 
     out = tmp_path / "run"
     _quick_run(out, 6, checkpoint_every=2, keep=10)
@@ -300,7 +300,7 @@ def test_resume_keeps_rows_after_a_corrupt_line_skips_a_corrupt_checkpoint_and_l
     assert any("skipping unreadable checkpoint" in line for line in logged)
     assert any("skipped unreadable lines [3]" in line for line in logged)
     assert any("resuming" in line and "meta-step 2" in line for line in logged)
-    from hyperadam_optax.meta.run import read_metrics
+    from hyperadam_optax.meta.run_dir import read_metrics
 
     rows = read_metrics(str(out / "metrics.jsonl"))
     assert [r["step"] for r in rows if "meta_loss" in r] == [1, 2, 3, 4, 5, 6]
@@ -367,7 +367,7 @@ def test_slots_that_do_not_divide_over_the_devices_are_refused_before_any_file(t
 
 
 def test_a_directory_whose_run_never_checkpointed_is_claimed_afresh(tmp_path):
-    from hyperadam_optax.meta.run import RunFiles, claim_run_dir
+    from hyperadam_optax.meta.run_dir import RunFiles, claim_run_dir
 
     files = RunFiles(str(tmp_path / "run"))
     os.makedirs(files.checkpoints)
