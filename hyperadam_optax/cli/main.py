@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
+
+from hyperadam_optax.optimizers.spec import parse_positive_float
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
     return value
 
 
@@ -36,17 +30,20 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
-def _number_pair(what: str):
-    """An argparse type for ``A,B`` (two numbers; their range is checked by init_meta_params)."""
+def _argparse_type(parse):
+    """``parse`` with its ``ValueError`` shown by argparse as a usage error."""
 
-    def parse(text: str) -> tuple[float, float]:
+    def parse_or_refuse(text: str):
         try:
-            a, b = (float(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        return a, b
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    return parse
+    parse_or_refuse.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_refuse
+
+
+_positive_float = _argparse_type(parse_positive_float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +72,7 @@ def _add_demo(sub) -> None:
 
 def _add_meta_train(sub) -> None:
     from hyperadam_optax.meta import ESTIMATORS, META_LOSSES, VALIDATION_METRICS
-    from hyperadam_optax.optimizers.hyperadam import CLOCKS, NORMALIZATIONS
-    from hyperadam_optax.optimizers.registry import names
+    from hyperadam_optax.optimizers.registry import OPTIMIZERS, names
     from hyperadam_optax.tasks.registry import ENSEMBLES
 
     mt = sub.add_parser("meta-train", help="meta-train a learned optimizer (truncated BPTT)")
@@ -88,23 +84,10 @@ def _add_meta_train(sub) -> None:
                          "ensemble, one family drawn per meta-step ("
                          f"{', '.join(ENSEMBLES)}), or tasks separated by commas; "
                          "default: the optimizer's paper's problem")
-    mt.add_argument("--init", default="paper", choices=["paper", "adam"],
-                    help="initial meta-parameters: the authors' init, or (HyperAdam only) the "
-                         "Adam warm start")
-    mt.add_argument("--warm-start-step", type=_positive_float, default=None,
-                    help="with --init adam: the warm start is Adam at rate 0.005 x this "
-                         "(default 1)")
-    mt.add_argument("--warm-start-betas", type=_number_pair("two decay rates B1,B2"),
-                    default=None, metavar="B1,B2",
-                    help="with --init adam: the warm start's Adam decay rates (default 0.9,0.999)")
-    mt.add_argument("--warm-start-decay", type=_number_pair("HORIZON,FLOOR"), default=None,
-                    metavar="HORIZON,FLOOR",
-                    help="with --init adam: the warm start's rate falls about linearly to FLOOR "
-                         "times itself over HORIZON steps, then stays (default: constant)")
-    mt.add_argument("--warm-start-clock", default=None, choices=CLOCKS,
-                    help="with --warm-start-decay: where the clock's rate lives, a cell input "
-                         "(default) or an input gate's logit (log space: meta-training moves "
-                         "the horizon by relative amounts)")
+    mt.add_argument("--init", default="paper", choices=sorted({i for spec in OPTIMIZERS.values()
+                                                               for i in spec.inits}),
+                    help="initial meta-parameters: the authors' init, or one of the "
+                         "optimizer's own (its spec's inits, e.g. HyperAdam's Adam warm start)")
     mt.add_argument("--num-tasks", type=_positive_int, default=None,
                     help="tbptt, full: B, tasks per meta-step (default 8)")
     mt.add_argument("--task-chunk", type=_positive_int, default=None,
@@ -146,10 +129,6 @@ def _add_meta_train(sub) -> None:
     mt.add_argument("--sigma", type=_positive_float, default=None,
                     help="ES/PES: standard deviation of the meta-parameter perturbations, at "
                          "most 1 (default 0.01)")
-    mt.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
-                    help="HyperAdam: how its networks' inputs are normalised over the "
-                         "coordinates; global_l2 (the authors', the default) or global_rms "
-                         "(inputs of size 1 on problems of any size)")
     mt.add_argument("--init-from", default=None, metavar="FILE",
                     help="start from these meta-parameters: a file of save_meta_params or a "
                          "meta-training checkpoint (ckpt_*.npz, best.npz)")
@@ -172,6 +151,37 @@ def _add_meta_train(sub) -> None:
                     help="checkpoint score on the validation tasks: mean loss over the "
                          "trajectory, or the final parameters' loss (the tables' protocol)")
     mt.add_argument("--no-progress", action="store_true")
+    for spec in OPTIMIZERS.values():  # each optimizer's own flags, from its spec
+        group = mt.add_argument_group(f"{spec.name} options (--optimizer {spec.name} only)")
+        for option in spec.options:
+            group.add_argument(option.flag, dest=_option_dest(spec.name, option), default=None,
+                               type=_argparse_type(option.parse), choices=option.choices,
+                               metavar=option.metavar or (None if option.choices
+                                                          else option.argument.upper()),
+                               help=option.help)
+
+
+def _option_dest(optimizer: str, option) -> str:
+    return f"option:{optimizer}:{option.argument}"
+
+
+def _optimizer_options(args) -> tuple[dict, dict]:
+    """The optimizer-specific flags given, as ``(init_options, alias options)``; a flag of
+    another optimizer than ``--optimizer`` is refused."""
+    from hyperadam_optax.optimizers.registry import OPTIMIZERS, get_optimizer
+
+    chosen = get_optimizer(args.optimizer).name
+    found = {"init": {}, "alias": {}}
+    for spec in OPTIMIZERS.values():
+        for option in spec.options:
+            value = getattr(args, _option_dest(spec.name, option))
+            if value is None:
+                continue
+            if spec.name != chosen:
+                raise ValueError(f"{option.flag} is an option of {spec.name}, not of "
+                                 f"{chosen}; leave it out")
+            found[option.of][option.argument] = value
+    return found["init"], found["alias"]
 
 
 def _add_evaluate(sub) -> None:
@@ -257,7 +267,13 @@ def _compare(args) -> None:
 def _meta_train(args, argv) -> None:
     import shlex
 
-    from hyperadam_optax.meta import MetaTrainConfig, meta_train
+    from hyperadam_optax.meta import (
+        MetaTrainConfig,
+        OptimizerChoice,
+        RunOptions,
+        TaskChoice,
+        meta_train,
+    )
     from hyperadam_optax.meta.config import ESTIMATOR_OPTIONS
 
     given = {"num_tasks": args.num_tasks, "task_chunk": args.task_chunk,
@@ -275,19 +291,35 @@ def _meta_train(args, argv) -> None:
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
                              estimator=args.estimator, trainable=args.train_only,
                              **{k: v for k, v in given.items() if v is not None})
-    command = "hyperadam-optax " + " ".join(shlex.quote(a) for a in argv)
-    meta_train(optimizer=args.optimizer, task=args.task, init=args.init,
-               warm_start_step=args.warm_start_step, warm_start_betas=args.warm_start_betas,
-               warm_start_decay=args.warm_start_decay,
-               warm_start_clock=args.warm_start_clock, normalization=args.normalization,
-               init_from=args.init_from,
-               config=config,
-               meta_steps=args.meta_steps, seed=args.seed, out_dir=args.out_dir,
-               data_dir=args.data_dir, resume=args.resume,
-               checkpoint_every=args.checkpoint_every, keep=args.keep,
-               validation_tasks=args.validation_tasks, validation_metric=args.validation_metric,
-               validate_on=args.validate_on,
-               progress=not args.no_progress, command=command)
+    init_options, options = _optimizer_options(args)
+    optimizer = OptimizerChoice(args.optimizer, init=args.init, init_options=init_options,
+                                options=options, init_from=args.init_from)
+    tasks = TaskChoice(args.task, validate_on=args.validate_on,
+                       validation_tasks=args.validation_tasks,
+                       validation_metric=args.validation_metric, data_dir=args.data_dir)
+    run = RunOptions(out_dir=args.out_dir, meta_steps=args.meta_steps, seed=args.seed,
+                     resume=args.resume, checkpoint_every=args.checkpoint_every, keep=args.keep,
+                     progress=not args.no_progress,
+                     command="hyperadam-optax " + " ".join(shlex.quote(a) for a in argv))
+    enable_compilation_cache()
+    meta_train(optimizer, tasks, config, run)
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Turn on JAX's persistent compilation cache (``path``, else ``$HYPERADAM_OPTAX_CACHE``,
+    else ``~/.cache/hyperadam_optax/jax``), so a resumed ``meta-train`` (each ensemble
+    family a program of its own) does not compile again; the command's choice, made for
+    its process only. Returns the directory."""
+    import os
+
+    import jax
+
+    path = path or os.environ.get("HYPERADAM_OPTAX_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "hyperadam_optax", "jax")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
 
 
 #: XLA:CPU's multi-threaded Eigen pool has been seen to wedge for good on large vmapped

@@ -27,19 +27,20 @@ def _coordinate_mean(tree) -> jax.Array:
 
 def trace_hyperadam(meta_params: HyperAdamParams, family: TaskFamily, key: jax.Array,
                     steps: int, learning_rate: float = 0.005,
-                    normalization: str = "global_l2") -> dict[str, np.ndarray]:
-    """Train one task of ``family`` with HyperAdam (``normalization`` as in
-    ``scale_by_hyperadam``) and record its choices at every step.
+                    normalization: str = "global_l2",
+                    sign_agreement: bool = False) -> dict[str, np.ndarray]:
+    """Train one task of ``family`` with HyperAdam (``normalization`` and ``sign_agreement``
+    as in ``scale_by_hyperadam``) and record its choices at every step.
 
     Returns numpy arrays: ``loss`` (steps,), the pre-update minibatch losses; ``beta``,
     ``gamma``, ``rho`` (steps, J), each candidate's decay rates and weight averaged over all
     coordinates; ``step_norm`` (steps,), the global norm of the update ``α d_t``.
     """
-    tx = hyperadam(learning_rate, meta_params, normalization=normalization)
+    options = {"normalization": normalization, "sign_agreement": sign_agreement}
+    tx = hyperadam(learning_rate, meta_params, **options)
 
     def observe(grads, opt_state, updates):
-        inside = hyperadam_internals(meta_params, grads, opt_state[0],
-                                     normalization=normalization)
+        inside = hyperadam_internals(meta_params, grads, opt_state[0], **options)
         return {"step_norm": optax.tree.norm(updates),
                 **{k: _coordinate_mean(v) for k, v in inside.items()}}
 

@@ -76,7 +76,7 @@ class MetaTrainConfig:
         per-task gradients are exact): every task gets one equal vote on the direction, so
         a task whose meta-loss is chaotic in the meta-parameters (large gradients of unstable
         direction, Metz et al. 2019) cannot outvote the smooth ones (measured in
-        docs/experiments.md). Default False: the mean of the raw gradients.
+        research/record.md). Default False: the mean of the raw gradients.
     """
 
     num_tasks: int = 8
@@ -154,6 +154,18 @@ class MetaTrainConfig:
                 raise ValueError(f"{name} ({flag}) = {getattr(self, name)!r} does not apply to "
                                  f"estimator {self.estimator!r}; only {' and '.join(readers)} "
                                  "read it")
+
+    def identity(self) -> dict:
+        """Its fields of the run's identity (``config.json``): resuming with any of them
+        changed is refused. ``task_chunk`` is left out: it only schedules the same
+        computation, so a run may resume on other hardware (the sums over slots then run in
+        another order: equal to an uninterrupted run up to float rounding, not bit-for-bit).
+        ``min_trajectory`` and ``trainable`` are recorded only when set,
+        ``normalize_task_gradients`` only when on, so older runs stand."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items() if k != "task_chunk"
+                and not (k in ("min_trajectory", "trainable") and v is None)
+                and not (k == "normalize_task_gradients" and not v)}
 
     @property
     def num_slots(self) -> int:

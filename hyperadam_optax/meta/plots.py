@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def plot_metrics(history: list[dict], path: str) -> None:
-    """Meta-loss per step (with a running mean) and the validation loss."""
+def metrics_figure(history: list[dict]):
+    """A matplotlib ``Figure`` of the run's metrics rows: the meta-loss per meta-step (with
+    a running mean over about a fiftieth of the run) and the validation loss."""
     # The object-oriented API: no pyplot, so the caller's backend (e.g. a notebook's
     # inline one) is never switched.
     from matplotlib.figure import Figure
@@ -29,5 +30,9 @@ def plot_metrics(history: list[dict], path: str) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
+
+def plot_metrics(history: list[dict], path: str) -> None:
+    """:func:`metrics_figure` written to ``path`` (PNG, 770 x 495 pixels)."""
+    metrics_figure(history).savefig(path, dpi=110)

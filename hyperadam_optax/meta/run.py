@@ -6,7 +6,6 @@ its crash safety :mod:`~hyperadam_optax.meta.run_dir`; the plot :mod:`~hyperadam
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import sys
 import time
@@ -23,13 +22,9 @@ from hyperadam_optax.io.files import (
     read_json,
     save_meta_params,
 )
+from hyperadam_optax.meta.choices import OptimizerChoice, RunOptions, TaskChoice, Tasks
 from hyperadam_optax.meta.config import MetaTrainConfig
-from hyperadam_optax.meta.ensemble import (
-    enable_compilation_cache,
-    init_ensemble_meta_state,
-    make_ensemble_evaluator,
-    make_ensemble_meta_step,
-)
+from hyperadam_optax.meta.ensemble import make_ensemble_evaluator
 from hyperadam_optax.meta.learned import LearnedOptimizer
 from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.plots import plot_metrics
@@ -46,16 +41,11 @@ from hyperadam_optax.meta.run_dir import (
 from hyperadam_optax.meta.setup import (
     _git_commit,
     _sha256,
-    alias_arguments,
     initial_meta_params,
-    resolve_optimizer,
-    run_config,
-    task_data,
     with_recipe_defaults,
 )
 from hyperadam_optax.meta.trainable import trainable_mask
-from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
-from hyperadam_optax.tasks.registry import REPORT_FAMILIES, ensemble_members, get_task
+from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
 
 
 class NonFiniteMetaStepsError(RuntimeError):
@@ -99,143 +89,90 @@ def _previous_commands(files: RunFiles, start: int) -> list:
     return previous.get("commands", [previous.get("command")])
 
 
-def meta_train(*, optimizer: str = "hyperadam", task: str | None = None, init: str = "paper",
-               warm_start_step: float | None = None,
-               warm_start_betas: tuple[float, float] | None = None,
-               warm_start_decay: tuple[float, float] | None = None,
-               warm_start_clock: str | None = None,
-               normalization: str | None = None,
-               init_from: str | None = None,
-               config: MetaTrainConfig | None = None,
-               meta_steps: int = 1000, seed: int = 0,
-               out_dir: str = "runs/meta-train", data_dir: str | None = None,
-               resume: bool = False, checkpoint_every: int = 100, keep: int = 3,
-               validation_tasks: int = 4, validation_metric: str = "mean",
-               validate_on: str | None = None,
-               progress: bool = True, command: str | None = None, log=print) -> dict:
+def meta_train(optimizer: OptimizerChoice | str = "hyperadam",
+               tasks: TaskChoice | str | None = None, config: MetaTrainConfig | None = None,
+               run: RunOptions | None = None, *, log=print) -> dict:
     """Run (or resume) meta-training; returns the card (also written to ``card.json``).
 
-    ``task``: a task of ``TASKS``, an ensemble of ``ENSEMBLES`` or comma-separated tasks; an
-    ensemble draws one family per meta-step (:mod:`~hyperadam_optax.meta.ensemble`), its
-    validation score is the mean over families of the log of each one's, and it turns on
-    the persistent compilation cache. ``validate_on``: the families that score checkpoints
-    instead of the training ones (``"selection"``: the selection families no training
-    ensemble contains, or tasks separated by commas), scored the same way.
+    Args:
+      optimizer: the learned optimizer, its initialisation and alias options
+        (:class:`~hyperadam_optax.meta.choices.OptimizerChoice`; a name: its authors'
+        initialisation and default options).
+      tasks: what it trains on, one family drawn per meta-step (a single family is an
+        ensemble of one), and what scores its checkpoints
+        (:class:`~hyperadam_optax.meta.choices.TaskChoice`; a name: that task or ensemble;
+        None: the optimizer's paper's problem). Several validation families are scored as
+        the mean over families of the log of each one's score.
+      config: how the meta-gradient is estimated and applied (:class:`MetaTrainConfig`;
+        ``meta_lr=None`` and ``meta_loss=None`` are the optimizer's paper's).
+      run: the run directory and its bookkeeping
+        (:class:`~hyperadam_optax.meta.choices.RunOptions`).
+      log: where progress lines go.
 
-    ``task=None`` is the optimizer's paper's training problem; ``config.meta_lr=None`` its
-    paper's meta learning rate; ``config.meta_loss=None`` its paper's meta-loss.
-    ``warm_start_step`` (HyperAdam with ``init="adam"`` only): the warm start is Adam at
-    ``0.005 * warm_start_step`` with Adam's decay rates ``warm_start_betas`` (default
-    ``(0.9, 0.999)``), decaying over time to ``floor`` times that rate over about ``horizon``
-    steps if ``warm_start_decay = (horizon, floor)``, counted by a clock whose rate is a cell
-    input or an input gate's logit (``warm_start_clock``, ``init_meta_params``).
-    ``normalization`` (HyperAdam only): ``"global_l2"`` or ``"global_rms"``
-    (``scale_by_hyperadam``); when given it joins the run's identity and the ``make_kwargs``
-    of its files' metadata, which evaluation and ``--init-from`` read back.
-    ``validation_metric`` scores the checkpoints (the lowest is kept as best): ``"mean"``
-    loss over the trajectory, or ``"final"``, the evaluation protocol's loss of the final
-    parameters
-    (:func:`~hyperadam_optax.meta.validation.make_evaluator`). ``init_from``: start from the
-    meta-parameters in this file (``save_meta_params`` or a checkpoint of a run) instead of
-    ``init``; its SHA-256 joins the run's identity.
+    Every refusal comes before the run directory is touched.
     """
-    for name, value in (("meta_steps", meta_steps), ("checkpoint_every", checkpoint_every),
-                        ("keep", keep), ("validation_tasks", validation_tasks)):
-        if not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if validation_metric not in VALIDATION_METRICS:
-        raise ValueError(f"validation_metric must be one of {VALIDATION_METRICS}, "
-                         f"got {validation_metric!r}")
-    warm = {"warm_start_step": warm_start_step, "warm_start_betas": warm_start_betas,
-            "warm_start_decay": warm_start_decay, "warm_start_clock": warm_start_clock}
-    make_kwargs = alias_arguments(optimizer, {"normalization": normalization})
-    learned = resolve_optimizer(optimizer, init, warm, make_kwargs)
+    if isinstance(optimizer, str):
+        optimizer = OptimizerChoice(optimizer)
+    if tasks is None or isinstance(tasks, str):
+        tasks = TaskChoice(tasks)
+    run = run or RunOptions()
+    for name, value, kind in (("optimizer", optimizer, OptimizerChoice),
+                              ("tasks", tasks, TaskChoice), ("run", run, RunOptions),
+                              ("config", config or MetaTrainConfig(), MetaTrainConfig)):
+        if not isinstance(value, kind):
+            raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    learned = optimizer.resolve()
     start_from = None
-    if init_from is not None:
-        start_from = initial_meta_params(init_from, learned, make_kwargs)
+    if optimizer.init_from is not None:
+        start_from = initial_meta_params(optimizer.init_from, learned, optimizer.options)
+        optimizer.resolve(start_from)  # the alias's options against the weights it starts from
     if config is not None:  # names and blocks of the meta-parameters this run starts from
         trainable_mask(start_from if start_from is not None
                        else jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
                        config.trainable)
-    if task == "":
-        raise ValueError("--task is empty; leave it out for the optimizer's paper's task")
-    task = task or learned.default_task
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
-    members = ensemble_members(task)
-    scored = members + (ensemble_members(validate_on) if validate_on is not None else ())
-    if data_dir is not None and not any(get_task(name).needs_data for name in scored):
-        raise ValueError(f"--data-dir {data_dir}: no task of this run trains on MNIST "
-                         f"({', '.join(dict.fromkeys(scored))}); leave it out")
-    data, data_desc = task_data(task, data_dir)
-    families = [get_task(name).build(data) for name in members]
-    identity = run_config(optimizer=learned.name, task=task, init=init, config=config, seed=seed,
-                          data=data_desc, **warm, validation_metric=validation_metric,
-                          validation_tasks=validation_tasks)
-    if make_kwargs:
-        identity["make_kwargs"] = make_kwargs
-    if len(members) > 1:
-        identity["ensemble"] = list(members)  # a changed ensemble cannot resume this run
-        enable_compilation_cache()
-    validation_families = families
-    if validate_on is not None:
-        names = ensemble_members(validate_on)
-        reported = [n for n in names if n in REPORT_FAMILIES]
-        if reported:
-            raise ValueError(f"--validate-on {validate_on}: {reported} are report families, "
-                             "only ever reported, never used to choose a checkpoint; choose on "
-                             "'selection'")
-        identity["validate_on"] = list(names)
-        val_data, _ = task_data(",".join(names), data_dir)
-        validation_families = [get_task(name).build(val_data) for name in names]
-    if init_from is not None:
-        identity["init_from_sha256"] = _sha256(init_from)
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed} (larger seeds would alias)")
+    built = tasks.build(learned.default_task)
+    identity = {**optimizer.identity(), "seed": run.seed,
+                **tasks.identity(learned.default_task, built.data), **config.identity()}
+    if optimizer.init_from is not None:
+        identity["init_from_sha256"] = _sha256(optimizer.init_from)
     if config.num_slots % jax.device_count():
         raise ValueError(f"{config.num_slots_flag} ({config.num_slots}) must be a multiple of "
                          f"the number of devices ({jax.device_count()}): its task slots are "
                          "sharded over them")
-    if resume and not os.path.exists(RunFiles(out_dir).config):
-        raise FileNotFoundError(f"nothing to resume at {out_dir}: it holds no meta-training run "
-                                "(no config.json); leave out --resume to start one there")
-    with locked_run_dir(out_dir):
-        return _run_locked(RunFiles(out_dir), learned, families, validation_families, config,
-                           identity,
-                           resume=resume, seed=seed, meta_steps=meta_steps,
-                           checkpoint_every=checkpoint_every, keep=keep,
-                           validation_tasks=validation_tasks,
-                           validation_metric=validation_metric, progress=progress,
-                           command=command, log=log, start_from=start_from)
+    if run.resume and not os.path.exists(RunFiles(run.out_dir).config):
+        raise FileNotFoundError(f"nothing to resume at {run.out_dir}: it holds no "
+                                "meta-training run (no config.json); leave out --resume to "
+                                "start one there")
+    with locked_run_dir(run.out_dir):
+        return _run_locked(RunFiles(run.out_dir), learned, built, config, tasks, run, identity,
+                           log=log, start_from=start_from)
 
 
-def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, validation_families,
-                config: MetaTrainConfig,
-                identity: dict, *, resume: bool, seed: int, meta_steps: int,
-                checkpoint_every: int, keep: int, validation_tasks: int, validation_metric: str,
-                progress: bool, command: str | None, log, start_from=None) -> dict:
+def _run_locked(files: RunFiles, learned: LearnedOptimizer, built: Tasks,
+                config: MetaTrainConfig, tasks: TaskChoice, options: RunOptions, identity: dict,
+                *, log, start_from=None) -> dict:
     """:func:`meta_train` once it holds the run directory's lock."""
-    claim_run_dir(files, identity, resume)
+    claim_run_dir(files, identity, options.resume)
     for path in remove_partial_files(files):
         log(f"removed {path}, a file a killed run left half-written")
-    key = jax.random.PRNGKey(seed)
-    if len(families) == 1:
-        initial = init_meta_state(key, learned, families[0], config, start_from)
-    else:
-        initial = init_ensemble_meta_state(key, learned, families, config, start_from)
-    run = restore(files, initial, resume, identity, log)
-    if run.start >= meta_steps:
+    families = list(built.training.values())
+    initial = init_meta_state(jax.random.PRNGKey(options.seed), learned, families, config,
+                              start_from)
+    run = restore(files, initial, options.resume, identity, log)
+    if run.start >= options.meta_steps:
         raise ValueError(f"{files.out_dir} is already at meta-step {run.start}; ask for more "
-                         f"than --meta-steps {meta_steps} to continue it (nothing was changed)")
-    evaluators = [make_evaluator(learned, family, num_tasks=validation_tasks,
+                         f"than --meta-steps {options.meta_steps} to continue it (nothing was "
+                         "changed)")
+    evaluators = [make_evaluator(learned, family, num_tasks=tasks.validation_tasks,
                                  steps=config.trajectory, seed=VALIDATION_SEED,
-                                 metric=validation_metric) for family in validation_families]
+                                 metric=tasks.validation_metric)
+                  for family in built.validation.values()]
     evaluate = evaluators[0] if len(evaluators) == 1 else make_ensemble_evaluator(evaluators)
-    if len(families) == 1:
-        meta_step = make_meta_step(learned, families[0], config)
-    else:
-        meta_step = make_ensemble_meta_step(learned, families, config)
-    commands = [*_previous_commands(files, run.start), command]
+    meta_step = make_meta_step(learned, families, config)
+    commands = [*_previous_commands(files, run.start), options.command]
     commit = _git_commit()
+    seed = options.seed
 
     def write_card(step: int, wall: float, status: str) -> dict:
         card = _card(run, identity, commands, meta_steps=step, wall=wall, seed=seed,
@@ -250,10 +187,12 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, families, validation
         last.update(step=step, wall=wall)
         write_card(step, wall, "running")
 
+    meta_steps = options.meta_steps
     try:
         wall = _train_loop(files, run, meta_step, evaluate, identity, meta_steps=meta_steps,
-                           checkpoint_every=checkpoint_every, keep=keep,
-                           bar=_progress_bar(progress, meta_steps, run.start, learned.name, log),
+                           checkpoint_every=options.checkpoint_every, keep=options.keep,
+                           bar=_progress_bar(options.progress, meta_steps, run.start,
+                                             learned.name, log),
                            on_checkpoint=on_checkpoint)
     except NonFiniteMetaStepsError as e:
         write_card(last["step"], last["wall"], f"stopped: {e}")

@@ -3,10 +3,63 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import optax
+
+
+def parse_positive_float(text: str) -> float:
+    """``"0.5"`` -> 0.5; anything not positive and finite is refused (``ValueError``)."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def parse_number_pair(text: str) -> tuple[float, float]:
+    """``"A,B"`` -> ``(A, B)``, two numbers (their range is the initialiser's to check)."""
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected two numbers A,B, got {text!r}") from None
+    return a, b
+
+
+def parse_bool(text: str) -> bool:
+    """``"true"`` or ``"false"`` (any case) -> the bool."""
+    value = {"true": True, "false": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerOption:
+    """One argument of an optimizer's initialiser or alias that ``meta-train`` exposes as a
+    flag; the CLI builds the flag from this and never names the optimizer.
+
+    Attributes:
+      argument: the keyword argument (e.g. ``"warm_start_step"``).
+      of: ``"init"`` (of ``init_meta_params``) or ``"alias"`` (of ``make``).
+      help: the flag's help.
+      parse: ``str -> value`` (raises ``ValueError`` on bad text).
+      choices: the values accepted, if a fixed set.
+      metavar: the flag's placeholder in ``--help``.
+    """
+
+    argument: str
+    of: str
+    help: str
+    parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.argument.replace("_", "-")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +92,8 @@ class OptimizerSpec:
       default_learning_rate: ``make``'s default rate (its paper's step).
       recipe: its paper's meta-training settings.
       aliases: other names accepted for it (e.g. ``"dm"``).
+      inits: the values of ``init_meta_params``'s ``init`` (``"paper"``: its authors').
+      options: the arguments ``meta-train`` exposes as flags (:class:`OptimizerOption`).
     """
 
     name: str
@@ -50,6 +105,24 @@ class OptimizerSpec:
     default_learning_rate: float
     recipe: TrainingRecipe
     aliases: tuple[str, ...] = ()
+    inits: tuple[str, ...] = ("paper",)
+    options: tuple[OptimizerOption, ...] = ()
+
+    def __post_init__(self):
+        takes = {"init": _keywords(self.init_meta_params), "alias": _keywords(self.make)}
+        for option in self.options:
+            if option.of not in takes or option.argument not in takes[option.of]:
+                raise ValueError(f"{self.name}: option {option.argument!r} is not an argument "
+                                 f"of its {option.of!r} function")
+
+    def init_arguments(self) -> set[str]:
+        """The options ``init_meta_params`` takes besides the key and ``init``."""
+        return _keywords(self.init_meta_params) - {"init"}
+
+    def alias_arguments(self) -> dict[str, Any]:
+        """The options of ``make`` besides the rate and meta-parameters, with defaults."""
+        parameters = list(inspect.signature(self.make).parameters.values())[2:]
+        return {p.name: p.default for p in parameters}
 
     def expected_shapes(self, found: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         """Every field's expected shape, for the sizes read off ``found[size_field]``."""
@@ -64,3 +137,9 @@ def require_meta_params(meta_params: Any, alias: str) -> None:
     if meta_params is None:
         raise ValueError(f"meta_params is required here; hyperadam_optax.{alias}() with no "
                          "meta_params loads the pretrained weights shipped in the package")
+
+
+def _keywords(fn: Callable) -> set[str]:
+    """The parameters of ``fn`` after the first (the key, or the alias's learning rate; the
+    alias's meta-parameters are dropped by :meth:`OptimizerSpec.alias_arguments`)."""
+    return set(list(inspect.signature(fn).parameters)[1:])

@@ -21,6 +21,7 @@ from hyperadam_optax.tasks.augment import (
 from hyperadam_optax.tasks.autoencoder import digits_autoencoder
 from hyperadam_optax.tasks.base import TaskFamily
 from hyperadam_optax.tasks.cnn import digits_cnn, mnist_cnn
+from hyperadam_optax.tasks.data import mnist_data
 from hyperadam_optax.tasks.mlp import digits_mlp, mnist_mlp, mnist_mlp_mixture
 from hyperadam_optax.tasks.quadratic import random_quadratics
 from hyperadam_optax.tasks.sequence import digits_rows_lstm
@@ -207,6 +208,21 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)} or an "
                          f"ensemble {sorted(ENSEMBLES)}")
     return TASKS[name]
+
+
+def build_families(names: str, data_dir: str | None = None
+                   ) -> tuple[dict[str, TaskFamily], str]:
+    """The families of ``names`` (a task, an ensemble, ``"selection"`` or tasks separated by
+    commas: :func:`ensemble_members`), in order, each built on MNIST's training images (the
+    embedded ones, or full MNIST from ``data_dir``) if it needs them, and the data's
+    description (``"none"`` if no family needs any, ``data_dir`` unread)."""
+    members = ensemble_members(names)
+    data, description = None, "none"
+    if any(get_task(n).needs_data for n in members):
+        d, description = mnist_data(data_dir, "train")
+        data = (d.x, d.y)
+    return {n: get_task(n).build(data if get_task(n).needs_data else None)
+            for n in members}, description
 
 
 def make_task(name: str, data=None) -> TaskFamily:

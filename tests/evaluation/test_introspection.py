@@ -73,3 +73,23 @@ def test_library_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
         assert all((tmp_path / f).stat().st_size > 0 for f in ("d.png", "e.png", "m.png"))
     finally:
         matplotlib.use(before)
+
+
+def test_the_meta_training_plot_shows_the_runs_metrics(tmp_path):
+    """Each line of meta_loss.png is the metrics it claims: the meta-loss per step, its
+    running mean over a fiftieth of the run, the validation rows; the PNG has its size."""
+    import matplotlib.image
+
+    from hyperadam_optax.meta.plots import metrics_figure, plot_metrics
+
+    steps = np.arange(1, 201)
+    history = [{"step": int(s), "meta_loss": float(np.sin(s))} for s in steps]
+    history += [{"step": s, "validation_loss": 1.0 / (1 + s)} for s in (0, 100, 200)]
+    lines = {ln.get_label(): ln for ln in metrics_figure(history).axes[0].get_lines()}
+    np.testing.assert_array_equal(lines["meta-loss (per meta-step)"].get_ydata(), np.sin(steps))
+    mean = lines["meta-loss (running mean of 4)"]
+    np.testing.assert_array_equal(mean.get_xdata(), steps[3:])
+    np.testing.assert_allclose(mean.get_ydata()[0], np.sin(steps[:4]).mean())
+    np.testing.assert_allclose(lines["validation loss"].get_ydata(), [1.0, 1 / 101, 1 / 201])
+    plot_metrics(history, str(tmp_path / "m.png"))
+    assert matplotlib.image.imread(tmp_path / "m.png").shape[:2] == (495, 770)

@@ -8,30 +8,45 @@ import numpy as np
 import pytest
 
 import hyperadam_optax as ha
-from hyperadam_optax.meta import MetaTrainConfig, meta_train
+from hyperadam_optax.cli.main import enable_compilation_cache
+from hyperadam_optax.meta import MetaTrainConfig, RunOptions, TaskChoice, meta_train
 
 ENSEMBLE = "quadratic,l2o-bowls"  # 10-dim and 2-dim parameters: two compiled meta-steps
 
 
 @pytest.fixture(autouse=True)
 def _restore_compilation_cache():
-    """An ensemble run turns the persistent cache on for the process: off again afterwards."""
+    """The CLI turns the persistent cache on for its process: off again afterwards."""
     before = jax.config.jax_compilation_cache_dir
     yield
     jax.config.update("jax_compilation_cache_dir", before)
 
 
-def _run(out, steps, **kw):
-    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
-                             meta_loss="log_ratio")
-    return meta_train(optimizer="l2o_scale", task=ENSEMBLE, config=config, meta_steps=steps,
-                      out_dir=str(out), validation_tasks=2, progress=False, checkpoint_every=3,
-                      log=lambda *_: None, **kw)
+CONFIG = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
+                         meta_loss="log_ratio")
+
+
+def _run(out, steps, task=ENSEMBLE, **run):
+    return meta_train("l2o_scale", TaskChoice(task, validation_tasks=2), CONFIG,
+                      RunOptions(str(out), meta_steps=steps, progress=False, checkpoint_every=3,
+                                 **run), log=lambda *_: None)
+
+
+def test_meta_train_leaves_the_compilation_cache_to_the_cli(tmp_path, monkeypatch):
+    """The library does not switch JAX's global compilation cache on; the CLI does, where
+    its process starts."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    _run(tmp_path / "run", 1, task="quadratic")
+    assert jax.config.jax_compilation_cache_dir is None
+    monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
+    assert enable_compilation_cache() == str(tmp_path / "cache")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
 
 
 @pytest.mark.slow
 def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
+    enable_compilation_cache()  # as the CLI does
     _run(tmp_path / "full", 8)
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text()
             .splitlines()]
@@ -58,15 +73,10 @@ def test_ensemble_run_draws_every_family_and_resumes_exactly(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_resume_refuses_another_ensemble(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYPERADAM_OPTAX_CACHE", str(tmp_path / "cache"))
+def test_resume_refuses_another_ensemble(tmp_path):
     _run(tmp_path / "run", 2)
-    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
-                             meta_loss="log_ratio")
     with pytest.raises(ValueError, match="different configuration"):
-        meta_train(optimizer="l2o_scale", task="quadratic,l2o-functions-2d", config=config,
-                   meta_steps=4, out_dir=str(tmp_path / "run"), validation_tasks=2,
-                   progress=False, resume=True, log=lambda *_: None)
+        _run(tmp_path / "run", 4, task="quadratic,l2o-functions-2d", resume=True)
 
 
 @pytest.mark.slow
@@ -77,12 +87,10 @@ def test_validate_on_other_families(tmp_path):
     from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
     from hyperadam_optax.tasks import make_task
 
-    config = MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
-                             meta_loss="log_ratio")
-    card = meta_train(optimizer="l2o_scale", task="quadratic", config=config, meta_steps=2,
-                      out_dir=str(tmp_path / "run"), validation_tasks=2, progress=False,
-                      checkpoint_every=2, validate_on="l2o-bowls,val-digits-linear",
-                      log=lambda *_: None)
+    card = meta_train("l2o_scale", TaskChoice("quadratic", validation_tasks=2,
+                                              validate_on="l2o-bowls,val-digits-linear"),
+                      CONFIG, RunOptions(str(tmp_path / "run"), meta_steps=2, progress=False,
+                                         checkpoint_every=2), log=lambda *_: None)
     identity = json.loads((tmp_path / "run" / "config.json").read_text())
     assert identity["validate_on"] == ["l2o-bowls", "val-digits-linear"]
     learned = learned_optimizer("l2o_scale")

@@ -27,7 +27,7 @@ def test_meta_gradient_matches_finite_differences(x64):
     config = mt.MetaTrainConfig(num_tasks=2, unroll=4, trajectory=8, second_order=True)
     state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
     state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
-    slot = jax.tree.map(lambda x: x[0], state.slots)
+    slot = jax.tree.map(lambda x: x[0], state.slots[0])
 
     def f(theta):
         return mt.truncated_unroll(opt, family, config, theta, slot)[0]
@@ -104,15 +104,15 @@ def test_slots_restart_after_their_trajectory():
     family = tasks.random_quadratics(3)
     config = mt.MetaTrainConfig(num_tasks=4, unroll=5, trajectory=15)
     state = mt.init_meta_state(jax.random.PRNGKey(3), opt, family, config)
-    offsets = np.asarray(state.slots.step)
+    offsets = np.asarray(state.slots[0].step)
     # Evenly spread: 4 slots over 3 truncations hold every offset, one of them twice.
     assert sorted(np.bincount(offsets // 5, minlength=3)) == [1, 1, 2]
     step = mt.make_meta_step(opt, family, config)
-    tasks_before = np.asarray(state.slots.task["y"])
+    tasks_before = np.asarray(state.slots[0].task["y"])
     state, metrics = step(state)
-    after = np.asarray(state.slots.step)
+    after = np.asarray(state.slots[0].step)
     np.testing.assert_array_equal(after, np.where(offsets + 5 >= 15, 0, offsets + 5))
-    changed = np.any(np.asarray(state.slots.task["y"]) != tasks_before, axis=1)
+    changed = np.any(np.asarray(state.slots[0].task["y"]) != tasks_before, axis=1)
     np.testing.assert_array_equal(changed, after == 0)
     assert int(metrics["restarts"]) == int(np.sum(after == 0))
 
@@ -141,9 +141,9 @@ def test_drawn_horizons_are_log_uniform_multiples_of_the_unroll():
     step = mt.make_meta_step(opt, family, config)
     starts = set()
     for _ in range(12):
-        before = np.asarray(state.slots.step)
+        before = np.asarray(state.slots[0].step)
         state, _ = step(state)
-        after = np.asarray(state.slots.step)
+        after = np.asarray(state.slots[0].step)
         restarted = before + 5 >= 40
         starts |= set(after[restarted].tolist())
         np.testing.assert_array_equal(after[~restarted], before[~restarted] + 5)
@@ -217,7 +217,7 @@ def test_meta_loss_kinds_are_computed_from_the_truncations_losses(kind):
     state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
     step = mt.make_meta_step(opt, family, config)
     for _ in range(3):
-        slot = jax.tree.map(lambda x: x[0], state.slots)
+        slot = jax.tree.map(lambda x: x[0], state.slots[0])
         meta_loss, (losses, after) = mt.truncated_unroll(opt, family, config,
                                                          state.meta_params, slot)
         losses = np.asarray(losses, np.float64)
@@ -234,12 +234,14 @@ def test_meta_loss_kinds_are_computed_from_the_truncations_losses(kind):
 def test_log_final_meta_loss_counts_only_the_truncation_that_ends_the_trajectory():
     """``log_final``: 0 in the first truncation of an 8-step trajectory, then the log of the
     ``final`` meta-loss of the second (the trajectory's last) over its first loss."""
-    opt = _tiny_hyperadam()
+    opt = mt.LearnedOptimizer(  # the Adam warm start: its loss falls, so the log is negative
+        "hyperadam", lambda k: ha.init_meta_params(k, 3, "adam"),
+        lambda theta: ha.hyperadam(0.05, theta))
     family = tasks.random_quadratics(4, noise=0.2)
     configs = {kind: mt.MetaTrainConfig(num_tasks=1, unroll=4, trajectory=8, meta_loss=kind)
                for kind in ("log_final", "final")}
     state = mt.init_meta_state(jax.random.PRNGKey(6), opt, family, configs["final"])
-    slot = jax.tree.map(lambda a: a[0], state.slots)
+    slot = jax.tree.map(lambda a: a[0], state.slots[0])
     assert int(slot.step) == 0
     first_truncation, (losses, slot) = mt.truncated_unroll(
         opt, family, configs["log_final"], state.meta_params, slot)
@@ -258,7 +260,7 @@ def test_final_meta_loss_is_the_truncations_final_parameters_on_its_minibatches(
     family = tasks.random_quadratics(4, noise=0.2)
     config = mt.MetaTrainConfig(num_tasks=1, unroll=6, trajectory=12, meta_loss="final")
     state = mt.init_meta_state(jax.random.PRNGKey(5), opt, family, config)
-    slot = jax.tree.map(lambda a: a[0], state.slots)
+    slot = jax.tree.map(lambda a: a[0], state.slots[0])
     meta_loss, (losses, _) = mt.truncated_unroll(opt, family, config, state.meta_params, slot)
 
     tx = opt.make(state.meta_params)

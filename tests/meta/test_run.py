@@ -69,12 +69,16 @@ def test_resume_after_a_real_kill_matches_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     _kill_a_cli_run_at_step_8(killed, steps)
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
-    run = dict(task="quadratic", config=config, meta_steps=steps, validation_tasks=2,
-               checkpoint_every=100, progress=False)  # checkpoints do not change the result
+    tasks = mt.TaskChoice("quadratic", validation_tasks=2)
+
+    def run(out, **kw):  # checkpoints do not change the result
+        return mt.RunOptions(out_dir=str(out), meta_steps=steps, checkpoint_every=100,
+                             progress=False, **kw)
+
     logs = []
-    mt.meta_train(**run, out_dir=str(killed), resume=True, log=logs.append)
+    mt.meta_train("hyperadam", tasks, config, run(killed, resume=True), log=logs.append)
     assert any("resuming" in line for line in logs), logs
-    mt.meta_train(**run, out_dir=str(tmp_path / "full"), log=lambda *_: None)
+    mt.meta_train("hyperadam", tasks, config, run(tmp_path / "full"), log=lambda *_: None)
     jax.tree.map(np.testing.assert_array_equal, ha.load_meta_params(killed / "meta_params.npz"),
                  ha.load_meta_params(tmp_path / "full" / "meta_params.npz"))
     logged = [r["step"] for r in mt.read_metrics(str(killed / "metrics.jsonl")) if "meta_loss" in r]
@@ -105,7 +109,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert logged == list(range(1, int(steps) + 1))  # no step lost or repeated in the log
     card = json.loads((killed / "card.json").read_text())
     assert card["meta_steps"] == int(steps) and card["command"].startswith("hyperadam-optax")
-    assert (killed / "meta_loss.png").stat().st_size > 5000
+    assert (killed / "meta_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -128,9 +132,11 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--task", "imagenet"], "unknown task"),
     (["--optimizer", "adamw"], "unknown learned optimizer"),
     (["--task", "mnist-mlp", "--data-dir", "/nonexistent/mnist"], "does not exist"),
-    (["--init", "adam", "--warm-start-betas", "0.9"], "expected two decay rates"),
+    (["--init", "adam", "--warm-start-betas", "0.9"],
+     "argument --warm-start-betas: expected two numbers A,B, got '0.9'"),
     (["--warm-start-betas", "0.8,0.9"], "apply to HyperAdam's Adam warm start only"),
-    (["--init", "adam", "--warm-start-decay", "100"], "expected HORIZON,FLOOR"),
+    (["--init", "adam", "--warm-start-decay", "100"],
+     "argument --warm-start-decay: expected two numbers A,B, got '100'"),
     (["--init", "adam", "--warm-start-decay", "100,0"], "warm_start_decay must be (horizon >= 1"),
     (["--warm-start-decay", "100,0.25"], "apply to HyperAdam's Adam warm start only"),
     (["--init", "adam", "--warm-start-clock", "input_gate"], "warm_start_decay, which is not set"),
@@ -142,7 +148,9 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--train-only", "theta_q[20:]"], "selects nothing of 'theta_q'"),
     (["--train-only", "theta_q[1:],theta_h[:,80:]"], "'theta_h[:,80:]' selects nothing"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
-     "['normalization']: not arguments of rnnprop"),
+     "--normalization is an option of hyperadam, not of rnnprop; leave it out"),
+    (["--optimizer", "rnnprop", "--init", "adam"],
+     "init 'adam' is not an initialisation of rnnprop; expected one of ('paper',)"),
     (["--estimator", "pes", "--normalize-task-gradients"],
      "--normalize-task-gradients does not apply to --estimator pes"),
     # Options another estimator reads: refused when given, even at their default value.
@@ -156,7 +164,7 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--estimator", "pes", "--sigma", "1e30"], "sigma must be in (0, 1.0]"),
     (["--resume"], "nothing to resume at"),
     (["--optimizer", "rnnprop", "--warm-start-step", "2"],
-     "warm_start_step are not initialisation options of rnnprop"),
+     "--warm-start-step is an option of hyperadam, not of rnnprop; leave it out"),
     (["--task", ""], "--task is empty"),
     (["--task", "quadratic", "--data-dir", "/x"], "no task of this run trains on MNIST (quadratic)"),
 ])
@@ -184,10 +192,12 @@ def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
     from hyperadam_optax.meta import meta_train
 
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
-    meta_train(task="quadratic", init="adam", warm_start_step=2.0, warm_start_decay=(10, 0.5),
-               warm_start_clock="input_gate",
-               config=config, meta_steps=2, checkpoint_every=1, keep=5, validation_tasks=2,
-               out_dir=str(tmp_path), progress=False, log=lambda *a: None)
+    warm = {"warm_start_step": 2.0, "warm_start_decay": (10, 0.5),
+            "warm_start_clock": "input_gate"}
+    meta_train(mt.OptimizerChoice(init="adam", init_options=warm),
+               mt.TaskChoice("quadratic", validation_tasks=2), config,
+               mt.RunOptions(str(tmp_path), meta_steps=2, checkpoint_every=1, keep=5,
+                             progress=False), log=lambda *a: None)
     identity = json.loads((tmp_path / "config.json").read_text())
     assert identity["warm_start_decay"] == [10, 0.5]
     assert identity["warm_start_clock"] == "input_gate"
@@ -242,11 +252,14 @@ def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not
     assert card["status"] == "finished" and len(card["commands"]) == 2
 
 
-def _quick_run(out, steps, **kw):
+def _quick_run(out, steps, *, init="paper", normalization=None, init_from=None, log=None,
+               **run):
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01)
-    kw.setdefault("log", lambda *_: None)
-    return mt.meta_train(task="quadratic", config=config, meta_steps=steps, out_dir=str(out),
-                         validation_tasks=2, progress=False, **kw)
+    optimizer = mt.OptimizerChoice("hyperadam", init=init, init_from=init_from,
+                                   options={"normalization": normalization})
+    return mt.meta_train(optimizer, mt.TaskChoice("quadratic", validation_tasks=2), config,
+                         mt.RunOptions(out_dir=str(out), meta_steps=steps, progress=False, **run),
+                         log=log or (lambda *_: None))
 
 
 @pytest.mark.slow
@@ -266,7 +279,13 @@ def test_resume_repairs_a_best_checkpoint_left_stale_by_a_kill(tmp_path):
     logged = []
     card = _quick_run(out, 8, checkpoint_every=2, keep=10, resume=True, log=logged.append)
     assert any("repairing" in line for line in logged)
-    expected = best if vals[best] <= card["best"]["validation_loss"] else card["best"]["step"]
+    # "best" is the lowest validation loss of the whole run (the earliest of equal ones),
+    # read off the metrics, not off the card.
+    scored = {r["step"]: r["validation_loss"] for r in read_metrics(files.metrics)
+              if "validation_loss" in r}
+    assert sorted(scored) == [0, 2, 4, 6, 8]
+    expected = min(scored, key=lambda step: (scored[step], step))
+    assert card["best"] == {"step": expected, "validation_loss": scored[expected]}
     assert int(read_leaves(out / "checkpoints" / "best.npz")[".step"]) == expected
     assert ha.load_meta_params(out / "best_meta_params.npz", with_metadata=True)[1]["step"] == \
         expected
@@ -436,7 +455,7 @@ def test_pes_run_and_init_from_its_weights_or_checkpoint(tmp_path):
 def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_with_it(tmp_path):
     """``--normalization global_rms`` joins the run's identity and the ``make_kwargs`` of its
     weight files; loading those bare warns, and the evaluation suite builds them with it."""
-    import optax
+    import jax.flatten_util
 
     from hyperadam_optax.evaluation.suites import parse_optimizer
 
@@ -460,7 +479,9 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
         meta_params=theta, normalization="global_rms"))
     l2 = first_update(ha.optimizers.hyperadam.hyperadam(meta_params=theta))
     chex.assert_trees_all_close(got, want)
-    assert optax.tree.norm(jax.tree.map(jax.numpy.subtract, got, l2)) > 0
+    # ... and not with the default normalization, whose step differs by the inputs' scale
+    assert not np.allclose(jax.flatten_util.ravel_pytree(got)[0],
+                           jax.flatten_util.ravel_pytree(l2)[0], rtol=1e-2)
     with pytest.raises(ValueError, match="made for {'normalization': 'global_rms'}"):
         _quick_run(tmp_path / "l2", 1, init_from=str(out / "meta_params.npz"))
     assert not (tmp_path / "l2").exists()
@@ -477,20 +498,26 @@ def test_init_from_weights_reading_the_sign_agreement_trains_that_row(tmp_path):
     and ``trainable`` blocks are checked against them, not against the default init."""
     start = ha.contrib.with_sign_agreement_input(ha.init_meta_params(jax.random.key(0), 20, "paper"),
                                          jax.random.key(1))
-    ha.save_meta_params(tmp_path / "start.npz", start)
+    ha.save_meta_params(tmp_path / "start.npz", start, {"make_kwargs": {"sign_agreement": True}})
     config = mt.MetaTrainConfig(num_tasks=2, unroll=5, trajectory=10, meta_lr=0.01,
                                 trainable=("theta_p[1:]",))
     out = tmp_path / "run"
-    mt.meta_train(task="quadratic", config=config, meta_steps=1, out_dir=str(out),
-                  validation_tasks=2, progress=False, log=lambda *_: None,
-                  init_from=str(tmp_path / "start.npz"))
-    end = ha.load_meta_params(out / "meta_params.npz")
+    start_file = mt.OptimizerChoice(init_from=str(tmp_path / "start.npz"),
+                                    options={"sign_agreement": True})
+    with pytest.raises(ValueError, match="made for {'sign_agreement': True}"):
+        mt.meta_train(mt.OptimizerChoice(init_from=str(tmp_path / "start.npz")), "quadratic",
+                      config, mt.RunOptions(str(tmp_path / "plain"), meta_steps=1))
+    assert not (tmp_path / "plain").exists()
+    tasks = mt.TaskChoice("quadratic", validation_tasks=2)
+    mt.meta_train(start_file, tasks, config,
+                  mt.RunOptions(str(out), meta_steps=1, progress=False), log=lambda *_: None)
+    end, metadata = ha.load_meta_params(out / "meta_params.npz", with_metadata=True)
+    assert metadata["make_kwargs"] == {"sign_agreement": True}
     np.testing.assert_array_equal(end.theta_p[0], start.theta_p[0])
     assert np.all(end.theta_p[1] != start.theta_p[1])
     with pytest.raises(ValueError, match=r"'theta_p\[2:\]' selects nothing of 'theta_p' "
                                          r"\(shape \(2, 20\)\)"):
-        mt.meta_train(task="quadratic",
-                      config=dataclasses.replace(config, trainable=("theta_p[2:]",)),
-                      meta_steps=1, out_dir=str(tmp_path / "bad"), validation_tasks=2,
-                      progress=False, log=lambda *_: None,
-                      init_from=str(tmp_path / "start.npz"))
+        mt.meta_train(start_file, tasks,
+                      dataclasses.replace(config, trainable=("theta_p[2:]",)),
+                      mt.RunOptions(str(tmp_path / "bad"), meta_steps=1, progress=False),
+                      log=lambda *_: None)

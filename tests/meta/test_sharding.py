@@ -32,7 +32,7 @@ META_SCRIPT = textwrap.dedent("""
     family = tasks.random_quadratics(5)
     config = mt.MetaTrainConfig(num_tasks=8, unroll=4, trajectory=8, meta_lr=1e-2)
     sharded = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
-    assert sharded.slots.params["x"].sharding.spec[0] == "tasks", sharded.slots.params["x"].sharding
+    assert sharded.slots[0].params["x"].sharding.spec[0] == "tasks", sharded.slots[0].params["x"].sharding
     def on_one_device(state):  # a fresh copy: the meta-step donates its input
         return jax.device_put(jax.tree.map(np.asarray, state), jax.devices()[0])
 
@@ -46,7 +46,7 @@ META_SCRIPT = textwrap.dedent("""
         sharded, m_sharded = step(sharded)
         single, m_single = step(single)
         one_by_one, _ = step_one_by_one(one_by_one)
-    assert len(sharded.slots.params["x"].sharding.device_set) == 8
+    assert len(sharded.slots[0].params["x"].sharding.device_set) == 8
     assert len(single.meta_params.b_u.sharding.device_set) == 1
     np.testing.assert_allclose(m_sharded["meta_loss"], m_single["meta_loss"], rtol=1e-12)
     for other in (single, one_by_one):
@@ -56,7 +56,7 @@ META_SCRIPT = textwrap.dedent("""
     pes = mt.MetaTrainConfig(unroll=4, trajectory=8, meta_lr=1e-2, estimator="pes",
                              num_particles=8, sigma=0.01)
     sharded = mt.init_meta_state(jax.random.PRNGKey(1), opt, family, pes)
-    assert sharded.slots.noise.b_u.sharding.spec[0] == "tasks", sharded.slots.noise.b_u.sharding
+    assert sharded.slots[0].noise.b_u.sharding.spec[0] == "tasks", sharded.slots[0].noise.b_u.sharding
     single = on_one_device(sharded)
     step = mt.make_meta_step(opt, family, pes)
     for _ in range(3):

@@ -118,7 +118,7 @@ def test_normalized_task_gradients_are_the_mean_of_unit_votes(chunk):
     raw_config = mt.MetaTrainConfig(**common)
     config = mt.MetaTrainConfig(**common, normalize_task_gradients=True)
     state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
-    theta, slots, key = state.meta_params, state.slots, jax.random.key(1)
+    theta, slots, key = state.meta_params, state.slots[0], jax.random.key(1)
     def gradient(cfg):  # compiled once per config
         return jax.jit(functools.partial(ESTIMATORS["full"].gradient, opt, family, cfg))
 

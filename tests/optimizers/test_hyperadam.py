@@ -115,11 +115,17 @@ def _clock_warm_start(scale, j=6):
 
 
 def _assert_same_steps(theta_a, theta_b, normalization, key):
-    """25 steps of the two weights on one gradient sequence agree to 1e-6 relative."""
+    """25 steps of the two weights on one gradient sequence agree to 1e-6 relative (each
+    read with the sign agreement if its θ_p has two rows)."""
     grads = _gradient_sequence(key, [(30,), (4, 5)], 25)
     params = {"w0": jnp.zeros(30), "w1": jnp.zeros((4, 5))}
-    want = _updates(ha.scale_by_hyperadam(theta_a, normalization=normalization), params, grads)
-    got = _updates(ha.scale_by_hyperadam(theta_b, normalization=normalization), params, grads)
+
+    def tx(theta):
+        return ha.scale_by_hyperadam(theta, normalization=normalization,
+                                     sign_agreement=theta.theta_p.shape[0] == 2)
+
+    want = _updates(tx(theta_a), params, grads)
+    got = _updates(tx(theta_b), params, grads)
     for a, b in zip(want, got):
         assert optax.tree.norm(jax.tree.map(jnp.subtract, a, b)) <= 1e-6 * optax.tree.norm(a)
 
@@ -171,7 +177,8 @@ def test_sign_agreement_input_matches_float64_reference(x64):
     grads = _gradient_sequence(jax.random.key(15), [(7,), (3, 4)], 15)
     grads = [jax.tree.map(lambda x: x.astype(jnp.float64), g) for g in grads]
     params = {"w0": jnp.zeros(7, jnp.float64), "w1": jnp.zeros((3, 4), jnp.float64)}
-    got = _updates(ha.scale_by_hyperadam(theta, normalization="global_rms"), params, grads)
+    got = _updates(ha.scale_by_hyperadam(theta, normalization="global_rms", sign_agreement=True),
+                   params, grads)
     without = _updates(ha.scale_by_hyperadam(theta._replace(theta_p=theta.theta_p[:1]),
                                              normalization="global_rms"), params, grads)
     ref = ReferenceHyperAdam(theta, p=19, normalization="global_rms")
@@ -202,6 +209,15 @@ def test_sign_agreement_input_is_refused_twice_and_other_row_counts_are_misshape
     three = both._replace(theta_p=jnp.zeros((3, 6)))
     with pytest.raises(ValueError, match=r"theta_p: expected \(1, 6\), found \(3, 6\)"):
         ha.scale_by_hyperadam(three)
+    # The StateCell's inputs are an explicit argument, never inferred from θ_p's rows.
+    with pytest.raises(ValueError, match=r"theta_p has 2 rows: normalised gradient, sign "
+                                         r"agreement\): pass sign_agreement=True"):
+        ha.scale_by_hyperadam(both)
+    with pytest.raises(ValueError, match="sign_agreement=True needs meta_params whose theta_p "
+                                         "has 2 rows"):
+        ha.hyperadam(meta_params=_random_theta(0), sign_agreement=True)
+    with pytest.raises(ValueError, match="sign_agreement must be a bool"):
+        ha.scale_by_hyperadam(both, sign_agreement=1)
     ha.save_meta_params(tmp_path / "both.npz", both)
     loaded = ha.load_meta_params(tmp_path / "both.npz")
     np.testing.assert_array_equal(loaded.theta_p, both.theta_p)

@@ -78,6 +78,7 @@ def test_every_piece_of_the_add_an_optimizer_recipe_is_there(spec):
         ("an init_<name>_meta_params function", spec.init_meta_params.__name__.startswith("init_")
          and spec.init_meta_params.__name__.endswith("_meta_params")),
         ("its State NamedTuple", state is not None),
+        ("'paper' (its authors' initialisation) among its inits", "paper" in spec.inits),
         (f"scale_by_{spec.name}", hasattr(module, f"scale_by_{spec.name}")),
         (f"hyperadam_optax.{spec.name} (the alias with shipped weights)",
          hasattr(ha, spec.name)),
@@ -94,3 +95,23 @@ def test_every_piece_of_the_add_an_optimizer_recipe_is_there(spec):
             if "float64" in p.read_text() and p.name != "test_conformance.py")),
     ] if not ok]
     assert not missing, f"{spec.name} lacks {missing}"
+
+
+def test_optimizer_options_are_declared_once_and_are_real_arguments():
+    """Each optimizer's ``meta-train`` flags come from its spec: no flag is declared twice in
+    the registry (the CLI has one parser), and a spec naming an argument its init or alias
+    does not take is refused when it is made."""
+    import dataclasses
+
+    from hyperadam_optax.optimizers.registry import OPTIMIZERS
+    from hyperadam_optax.optimizers.spec import OptimizerOption
+
+    flags = [o.flag for spec in OPTIMIZERS.values() for o in spec.options]
+    assert len(flags) == len(set(flags)), flags
+    hyperadam = OPTIMIZERS["hyperadam"]
+    with pytest.raises(ValueError, match="option 'hidden' is not an argument of its 'init'"):
+        dataclasses.replace(hyperadam, options=(OptimizerOption("hidden", "init", help=""),))
+    with pytest.raises(ValueError, match="option 'warm_start_step' is not an argument of its "
+                                         "'alias'"):
+        dataclasses.replace(hyperadam,
+                            options=(OptimizerOption("warm_start_step", "alias", help=""),))

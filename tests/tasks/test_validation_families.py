@@ -35,7 +35,8 @@ def test_the_split_is_fixed_and_disjoint_from_training():
 @pytest.mark.parametrize("validate_on", ["val-wine-mlp-1000", "val-digits-linear,val-diabetes-mlp"])
 def test_a_report_family_never_chooses_a_checkpoint(tmp_path, validate_on):
     with pytest.raises(ValueError, match="are report families"):
-        mt.meta_train(task="quadratic", validate_on=validate_on, out_dir=str(tmp_path / "r"))
+        mt.meta_train("hyperadam", mt.TaskChoice("quadratic", validate_on=validate_on),
+                      run=mt.RunOptions(str(tmp_path / "r")))
     assert not (tmp_path / "r").exists()
 
 

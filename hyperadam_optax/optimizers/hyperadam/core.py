@@ -34,10 +34,11 @@ class HyperAdamParams(NamedTuple):
 
     StateCell (Alg. 2 line 8, Fig. 3), with ``ĝ = g / ||g||₂`` over all coordinates:
       ``x = ELU(ĝ θ_p + b_p)``, then ``s_t, c_t = LSTM([x, s_{t-1}]; θ_h, b_h)``.
-      With a second row of ``θ_p`` (our extension, not the paper's), the StateCell also
-      reads the gradient's sign agreement ``a_{t-1}``, the mean over the J candidates of
-      ``|m̂_{t-1}|`` (Alg. 2 lines 15-16 on the previous moments: near 1 where the
-      gradient's sign has held, near 0 where it flips; 0 at the first step):
+      With ``sign_agreement=True`` and a second row of ``θ_p`` (our extension, not the
+      paper's), the StateCell also reads the gradient's sign agreement ``a_{t-1}``, the
+      mean over the J candidates of ``|m̂_{t-1}|`` (Alg. 2 lines 15-16 on the previous
+      moments: near 1 where the gradient's sign has held, near 0 where it flips; 0 at the
+      first step):
       ``x = ELU(ĝ θ_p[0] + a_{t-1} θ_p[1] + b_p)``
       (``hyperadam_optax.contrib.with_sign_agreement_input``).
 
@@ -123,6 +124,20 @@ def check_normalization(normalization: str) -> str:
     return normalization
 
 
+def check_sign_agreement(meta_params: HyperAdamParams, sign_agreement: bool) -> None:
+    """``θ_p`` has one row per StateCell input: 2 with ``sign_agreement``, else 1."""
+    if not isinstance(sign_agreement, bool):
+        raise ValueError(f"sign_agreement must be a bool, got {sign_agreement!r}")
+    rows = meta_params.theta_p.shape[0]
+    if rows != 1 + sign_agreement:
+        if sign_agreement:
+            raise ValueError("sign_agreement=True needs meta_params whose theta_p has 2 rows "
+                             f"(hyperadam_optax.contrib.with_sign_agreement_input), got {rows}")
+        raise ValueError(f"these meta_params read {rows} StateCell inputs (theta_p has {rows} "
+                         f"rows: {', '.join(STATE_CELL_INPUTS[:rows])}): pass "
+                         "sign_agreement=True")
+
+
 class HyperAdamState(NamedTuple):
     """Per-coordinate state of HyperAdam.
 
@@ -158,6 +173,7 @@ def scale_by_hyperadam(
     eps: float = 1e-24,
     state_dtype: Any = None,
     normalization: str = "global_l2",
+    sign_agreement: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""HyperAdam's search direction :math:`d_t` (Alg. 2 line 18).
 
@@ -179,8 +195,8 @@ def scale_by_hyperadam(
     the transform only sees its own subset of leaves, so the norms are over that subset.
     Placement of ε follows the authors' code (``ε = 1e-24``).
 
-    With a second row of ``θ_p`` the StateCell also reads the sign agreement of the previous
-    moments (our extension, :class:`HyperAdamParams`).
+    With ``sign_agreement=True`` the StateCell also reads the sign agreement of the previous
+    moments through a second row of ``θ_p`` (our extension, :class:`HyperAdamParams`).
 
     With ``normalization="global_rms"`` every one of these norms is divided by ``√N`` (N the
     number of coordinates): the same as ``"global_l2"`` with ``θ_p``, ``θ_u`` and ``θ_r``
@@ -193,12 +209,15 @@ def scale_by_hyperadam(
         promoted to at least float32. The maths runs in at least float32.
       normalization: ``"global_l2"`` (the authors' code, the default) or ``"global_rms"``
         (:data:`NORMALIZATIONS`); weights meta-trained with one are meant for that one.
+      sign_agreement: whether the StateCell also reads the sign agreement (``θ_p`` with two
+        rows); weights are refused when their ``θ_p`` does not match it.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
     """
     j = num_candidates(meta_params)
     check_normalization(normalization)
+    check_sign_agreement(meta_params, sign_agreement)
     check_number(eps, "eps", 0.0, 1.0)
 
     def init_fn(params):
@@ -218,7 +237,8 @@ def scale_by_hyperadam(
         check_float_leaves(updates, "HyperAdam gradients")
         grads, treedef, fields = _flat_leaves(updates, state)
         new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps,
-                                     normalization=normalization)[:7]
+                                     normalization=normalization,
+                                     sign_agreement=sign_agreement)[:7]
         d, *new_fields = (jax.tree.unflatten(treedef, leaves) for leaves in new_leaves)
         new_state = HyperAdamState(optax.safe_increment(state.count), *new_fields)
         return d, new_state
@@ -227,7 +247,7 @@ def scale_by_hyperadam(
 
 
 def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps,
-                    normalization: str = "global_l2"):
+                    normalization: str = "global_l2", sign_agreement: bool = False):
     """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c, β, γ, ρ),
     the last three of shape ``leaf.shape + (J,)`` (what the step decided; a caller that
     drops them costs nothing: XLA removes unused outputs)."""
@@ -256,7 +276,7 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     def cell_input(gi, mi, vi, bhi, ghi):
         pre = ((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
                + trailing(mp.b_p, gi.ndim + 1))
-        if mp.theta_p.shape[0] == 2:  # the sign agreement of the previous moments
+        if sign_agreement:  # of the previous moments, read through θ_p's second row
             agree = jnp.mean(jnp.abs(mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps),
                              axis=-1)
             pre = pre + agree[..., None] * trailing(mp.theta_p[1], gi.ndim + 1)
@@ -303,21 +323,24 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
 
 
 def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamState,
-                        *, eps: float = 1e-24, normalization: str = "global_l2") -> dict:
+                        *, eps: float = 1e-24, normalization: str = "global_l2",
+                        sign_agreement: bool = False) -> dict:
     """The decay rates and weights HyperAdam uses in the step from ``state`` on ``updates``.
 
     Returns ``{"beta": β_t, "gamma": γ_t, "rho": ρ_t}`` (Alg. 2 lines 9, 10, 17), each a
     pytree like ``updates`` with leaves of shape ``leaf.shape + (J,)``: what the learned
     optimizer decides per coordinate and candidate. ``state`` is the state of
     :func:`scale_by_hyperadam` (``opt_state[0]`` of :func:`hyperadam`), ``normalization``
-    the one it runs with.
+    and ``sign_agreement`` the ones it runs with.
     """
     if not isinstance(state, HyperAdamState):
         raise TypeError(f"state must be the HyperAdamState of scale_by_hyperadam (opt_state[0] "
                         f"of hyperadam), got {type(state).__name__}")
+    check_sign_agreement(meta_params, sign_agreement)
     grads, treedef, fields = _flat_leaves(updates, state)
     *_, beta, gamma, rho = _hyperadam_step(meta_params, grads, *fields, eps=eps,
-                                           normalization=check_normalization(normalization))
+                                           normalization=check_normalization(normalization),
+                                           sign_agreement=sign_agreement)
     return {k: jax.tree.unflatten(treedef, v) for k, v in
             (("beta", beta), ("gamma", gamma), ("rho", rho))}
 
@@ -329,6 +352,7 @@ def hyperadam(
     eps: float = 1e-24,
     state_dtype: Any = None,
     normalization: str = "global_l2",
+    sign_agreement: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """HyperAdam: ``w_t = w_{t-1} - α d_t`` (Alg. 2 line 19).
 
@@ -340,12 +364,12 @@ def hyperadam(
         ``hyperadam_optax.hyperadam`` loads the pretrained weights shipped in the package
         when ``None`` (and raises :class:`~hyperadam_optax.PretrainedWeightsUnavailableError`
         if there are none). Random weights are never used silently.
-      eps, state_dtype, normalization: see :func:`scale_by_hyperadam`.
+      eps, state_dtype, normalization, sign_agreement: see :func:`scale_by_hyperadam`.
     """
     require_meta_params(meta_params, "hyperadam")
     return optax.chain(
         scale_by_hyperadam(meta_params, eps=eps, state_dtype=state_dtype,
-                           normalization=normalization),
+                           normalization=normalization, sign_agreement=sign_agreement),
         optax.scale_by_learning_rate(learning_rate),
     )
 

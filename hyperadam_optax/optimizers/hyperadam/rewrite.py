@@ -85,11 +85,13 @@ def open_input_path(meta_params: HyperAdamParams, key: jax.Array, *,
 def with_sign_agreement_input(meta_params: HyperAdamParams, key: jax.Array, *,
                               scale: float = 1.0) -> HyperAdamParams:
     """Θ' whose StateCell also reads the gradient's sign agreement (a second row of ``θ_p``,
-    ``~ N(0, scale²)``; :class:`HyperAdamParams`), everything else Θ's.
+    ``~ N(0, scale²)``; :class:`HyperAdamParams`), everything else Θ's; run it with
+    ``hyperadam(..., sign_agreement=True)`` (save it with ``{"make_kwargs":
+    {"sign_agreement": True}}`` so that evaluation and ``--init-from`` do).
 
     Our extension, not the paper's: ``ĝ`` is an odd function of the gradient, so units
     reading it tell little about whether the step is too large (measured in
-    docs/experiments.md), while the sign agreement, the classic signal of Rprop and
+    research/record.md), while the sign agreement, the classic signal of Rprop and
     delta-bar-delta, carries it. Θ' takes Θ's steps exactly when every unit that reads
     ``x`` has a zero readout, as after :func:`open_input_path`: then only the readout (rows
     of ``θ_q``, ``θ_u``, ``θ_r``) decides whether the new input matters.
