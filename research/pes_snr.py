@@ -3,10 +3,12 @@
 For weights of any learned optimizer (a file of ``save_meta_params``, a run's
 ``best_meta_params.npz``) and each family of ``--families``, the PES estimator of
 ``meta-train`` (``--num-particles`` pairs, ``--sigma``, truncations of ``--unroll`` in
-trajectories of ``--trajectory``, ``--meta-loss``) gives ``--estimates`` consecutive
-meta-step estimates g_t with the weights held fixed (the slots spread over the trajectory as
-in a run). Over them, in total and per field, ``SNR = |E g|² / E|g - E g|²`` (``|E g|²``
-without its ``1/T`` bias; consecutive estimates share particles, so it is a rough figure):
+trajectories of ``--trajectory``, ``--meta-loss``) runs with the weights held fixed (the
+slots spread over the trajectory as in a run) and ``--estimates`` of its meta-step
+estimates g_t are kept, one every ``--spacing`` meta-steps after as many for burn-in (by
+default a trajectory's truncations: every pair has restarted between two kept estimates, so
+they share no particle and no accumulated noise). Over them, in total and per field,
+``SNR = |E g|² / E|g - E g|²`` (``|E g|²`` without its ``1/T`` bias):
 a meta-step points the right way when SNR is well above 1 (its cosine with ``E g`` is about
 ``sqrt(SNR / (1 + SNR))``), and an average over n meta-steps of similar direction has about
 n times it. With ``--reference`` also each field's movement ``|θ - θ_ref| / |θ_ref|``.
@@ -36,15 +38,18 @@ def snr(samples: np.ndarray) -> float:
     return (float(np.sum(samples.mean(axis=0) ** 2)) - noise / t) / noise
 
 
-def estimates(learned, family, config, theta, num: int, key) -> dict[str, np.ndarray]:
-    """``{field: (num, size)}``: ``num`` consecutive PES estimates at fixed ``theta``."""
+def estimates(learned, family, config, theta, num: int, spacing: int, key
+              ) -> dict[str, np.ndarray]:
+    """``{field: (num, size)}``: ``num`` PES estimates at fixed ``theta``, ``spacing``
+    meta-steps apart after ``spacing`` of burn-in."""
     pes = ESTIMATORS["pes"]
     slots = init_meta_state(key, learned, family, config, theta).slots[0]
     step = jax.jit(lambda s, k: pes.gradient(learned, family, config, theta, s, k)[1:3])
     rows = []
-    for t in range(num):
+    for t in range((num + 1) * spacing):
         g, slots = step(slots, jax.random.fold_in(key, t))
-        rows.append({k: np.asarray(v).ravel() for k, v in g._asdict().items()})
+        if t % spacing == spacing - 1 and t >= spacing:
+            rows.append({k: np.asarray(v).ravel() for k, v in g._asdict().items()})
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -53,7 +58,9 @@ def main(argv=None):
     p.add_argument("meta_params")
     p.add_argument("--reference", default=None, help="weights to measure movement from")
     p.add_argument("--families", default="l2o-set-digits")
-    p.add_argument("--estimates", type=int, default=40, help="T, estimates per family")
+    p.add_argument("--estimates", type=int, default=12, help="T, estimates per family")
+    p.add_argument("--spacing", type=int, default=None,
+                   help="meta-steps between kept estimates (default trajectory / unroll)")
     p.add_argument("--num-particles", type=int, default=16)
     p.add_argument("--sigma", type=float, default=0.01)
     p.add_argument("--unroll", type=int, default=20)
@@ -68,14 +75,16 @@ def main(argv=None):
                              sigma=args.sigma, unroll=args.unroll, trajectory=args.trajectory,
                              meta_loss=args.meta_loss)
     families, _ = build_families(args.families)
+    spacing = args.spacing or args.trajectory // args.unroll
     fields = list(theta._fields)
     print(f"{args.meta_params} ({name}): SNR of one meta-step's PES estimate, "
-          f"{args.num_particles} pairs, sigma {args.sigma}, {args.estimates} estimates\n")
+          f"{args.num_particles} pairs, sigma {args.sigma}, {args.estimates} estimates "
+          f"{spacing} meta-steps apart\n")
     print("| family | total | " + " | ".join(fields) + " |")
     print("|---|" + "---:|" * (len(fields) + 1))
     per_field = {f: [] for f in fields}
     for i, (family_name, family) in enumerate(families.items()):
-        g = estimates(learned, family, config, theta, args.estimates,
+        g = estimates(learned, family, config, theta, args.estimates, spacing,
                       jax.random.fold_in(jax.random.key(args.seed), i))
         total = snr(np.concatenate([g[f] for f in fields], axis=1))
         cells = []

@@ -151,6 +151,7 @@ def _add_meta_train(sub) -> None:
                     help="checkpoint score on the validation tasks: mean loss over the "
                          "trajectory, or the final parameters' loss (the tables' protocol)")
     mt.add_argument("--no-progress", action="store_true")
+    _add_processes(mt)
     for spec in OPTIMIZERS.values():  # each optimizer's own flags, from its spec
         group = mt.add_argument_group(f"{spec.name} options (--optimizer {spec.name} only)")
         for option in spec.options:
@@ -159,6 +160,33 @@ def _add_meta_train(sub) -> None:
                                metavar=option.metavar or (None if option.choices
                                                           else option.argument.upper()),
                                help=option.help)
+
+
+def _add_processes(parser) -> None:
+    group = parser.add_argument_group(
+        "multi-process runs (jax.distributed; docs/distributed.md)",
+        "the same command in every process; process 0 alone writes files")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="process 0's address, with --num-processes and --process-id")
+    group.add_argument("--num-processes", type=_positive_int, default=None)
+    group.add_argument("--process-id", type=int, default=None)
+    group.add_argument("--distributed", choices=["auto"], default=None,
+                       help="join the processes JAX detects (SLURM, TPU pod slice, Open MPI, "
+                            "Kubernetes) instead of the three flags above")
+    group.add_argument("--heartbeat-timeout", type=_positive_int, default=100, metavar="S",
+                       help="the others stop with an error when a process has been silent "
+                            "this many seconds (default 100)")
+
+
+def _join_processes(args) -> None:
+    """``jax.distributed.initialize`` when the command is asked to run across processes."""
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed is None and all(v is None for v in given):
+        return
+    from hyperadam_optax.meta.processes import join
+
+    join(*given, auto=args.distributed == "auto",
+         heartbeat_timeout_s=args.heartbeat_timeout)
 
 
 def _option_dest(optimizer: str, option) -> str:
@@ -367,12 +395,15 @@ def main(argv=None) -> int:
     commands = {"evaluate": _evaluate, "meta-train": lambda a: _meta_train(a, argv),
                 "compare": _compare}
     from hyperadam_optax.meta import NonFiniteMetaStepsError
+    from hyperadam_optax.meta.processes import WriterRefusedError
 
     try:
+        if hasattr(args, "coordinator"):
+            _join_processes(args)
         commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:  # refused before any work
         parser.exit(2, f"hyperadam-optax {args.command}: error: {e}\n")
-    except NonFiniteMetaStepsError as e:  # a run that stopped itself
+    except (NonFiniteMetaStepsError, WriterRefusedError) as e:  # stopped itself / with process 0
         parser.exit(1, f"hyperadam-optax {args.command}: error: {e}\n")
     return 0
 

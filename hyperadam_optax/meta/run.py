@@ -5,6 +5,7 @@ its crash safety :mod:`~hyperadam_optax.meta.run_dir`; the plot :mod:`~hyperadam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
 try:
     import fcntl
@@ -28,6 +30,7 @@ from hyperadam_optax.meta.ensemble import make_ensemble_evaluator
 from hyperadam_optax.meta.learned import LearnedOptimizer
 from hyperadam_optax.meta.meta_step import init_meta_state, make_meta_step
 from hyperadam_optax.meta.plots import plot_metrics
+from hyperadam_optax.meta.processes import from_writer, is_writer, to_host, writer_outcome
 from hyperadam_optax.meta.run_dir import (
     RunFiles,
     RunProgress,
@@ -44,6 +47,7 @@ from hyperadam_optax.meta.setup import (
     initial_meta_params,
     with_recipe_defaults,
 )
+from hyperadam_optax.meta.sharding import shard_meta_state
 from hyperadam_optax.meta.trainable import trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
 
@@ -57,12 +61,18 @@ class NonFiniteMetaStepsError(RuntimeError):
 SKIP_WINDOW = 100
 
 
+def skipped_too_many(history: list[dict]) -> bool:
+    """Whether over half of the last :data:`SKIP_WINDOW` meta-step rows were not finite."""
+    recent = [r["finite"] for r in history if "finite" in r][-SKIP_WINDOW:]
+    return bool(recent) and sum(1 for finite in recent if not finite) > len(recent) / 2
+
+
 def check_skipped(history: list[dict]) -> None:
     """Raise :class:`NonFiniteMetaStepsError` if over half of the last :data:`SKIP_WINDOW`
     meta-step rows of ``history`` were not finite."""
     recent = [r["finite"] for r in history if "finite" in r][-SKIP_WINDOW:]
     skipped = sum(1 for finite in recent if not finite)
-    if recent and skipped > len(recent) / 2:
+    if skipped_too_many(history):
         raise NonFiniteMetaStepsError(
             f"{skipped} of the last {len(recent)} meta-steps had a non-finite meta-gradient and "
             "were skipped: the run is not training (a smaller --sigma, --meta-lr or --clip-norm, "
@@ -140,44 +150,71 @@ def meta_train(optimizer: OptimizerChoice | str = "hyperadam",
         raise ValueError(f"{config.num_slots_flag} ({config.num_slots}) must be a multiple of "
                          f"the number of devices ({jax.device_count()}): its task slots are "
                          "sharded over them")
-    if run.resume and not os.path.exists(RunFiles(run.out_dir).config):
-        raise FileNotFoundError(f"nothing to resume at {run.out_dir}: it holds no "
-                                "meta-training run (no config.json); leave out --resume to "
-                                "start one there")
-    with locked_run_dir(run.out_dir):
-        return _run_locked(RunFiles(run.out_dir), learned, built, config, tasks, run, identity,
-                           log=log, start_from=start_from)
+    with contextlib.ExitStack() as held:
+        return _run(held, RunFiles(run.out_dir), learned, built, config, tasks, run, identity,
+                    log=log, start_from=start_from)
 
 
-def _run_locked(files: RunFiles, learned: LearnedOptimizer, built: Tasks,
-                config: MetaTrainConfig, tasks: TaskChoice, options: RunOptions, identity: dict,
-                *, log, start_from=None) -> dict:
-    """:func:`meta_train` once it holds the run directory's lock."""
-    claim_run_dir(files, identity, options.resume)
-    for path in remove_partial_files(files):
-        log(f"removed {path}, a file a killed run left half-written")
+def _set_up(held: contextlib.ExitStack, files: RunFiles, initial, identity: dict,
+            options: RunOptions, log) -> RunProgress:
+    """Process 0 (the only one with files): the lock (held by ``held``), the claim, the
+    restore; every process: the progress to continue from (process 0's, shared)."""
+    progress, error = RunProgress(initial), None
+    if is_writer():
+        try:
+            if options.resume and not os.path.exists(files.config):
+                raise FileNotFoundError(f"nothing to resume at {files.out_dir}: it holds no "
+                                        "meta-training run (no config.json); leave out "
+                                        "--resume to start one there")
+            held.enter_context(locked_run_dir(files.out_dir))
+            claim_run_dir(files, identity, options.resume)
+            for path in remove_partial_files(files):
+                log(f"removed {path}, a file a killed run left half-written")
+            progress = restore(files, initial, options.resume, identity, log)
+            if progress.start >= options.meta_steps:
+                raise ValueError(f"{files.out_dir} is already at meta-step {progress.start}; "
+                                 f"ask for more than --meta-steps {options.meta_steps} to "
+                                 "continue it (nothing was changed)")
+        except Exception as e:  # the others must not wait for a run that will not start
+            error = e
+    writer_outcome(error)
+    if error is not None:
+        raise error
+    where = from_writer({"start": np.asarray(progress.start),
+                         "restored": np.asarray(progress.restored)})
+    progress.start, progress.restored = int(where["start"]), bool(where["restored"])
+    if progress.restored:  # process 0 read it; the others receive it
+        state = progress.state if is_writer() else jax.tree.map(
+            lambda x: np.zeros(x.shape, x.dtype), initial)
+        progress.state = shard_meta_state(from_writer(state))
+    return progress
+
+
+def _run(held: contextlib.ExitStack, files: RunFiles, learned: LearnedOptimizer, built: Tasks,
+         config: MetaTrainConfig, tasks: TaskChoice, options: RunOptions, identity: dict,
+         *, log, start_from=None) -> dict:
+    """:func:`meta_train` once its request is checked: the same program on every process;
+    only process 0 touches the run directory (:mod:`~hyperadam_optax.meta.processes`)."""
     families = list(built.training.values())
     initial = init_meta_state(jax.random.PRNGKey(options.seed), learned, families, config,
                               start_from)
-    run = restore(files, initial, options.resume, identity, log)
-    if run.start >= options.meta_steps:
-        raise ValueError(f"{files.out_dir} is already at meta-step {run.start}; ask for more "
-                         f"than --meta-steps {options.meta_steps} to continue it (nothing was "
-                         "changed)")
+    run = _set_up(held, files, initial, identity, options, log)
+    writer = is_writer()
     evaluators = [make_evaluator(learned, family, num_tasks=tasks.validation_tasks,
                                  steps=config.trajectory, seed=VALIDATION_SEED,
                                  metric=tasks.validation_metric)
                   for family in built.validation.values()]
     evaluate = evaluators[0] if len(evaluators) == 1 else make_ensemble_evaluator(evaluators)
     meta_step = make_meta_step(learned, families, config)
-    commands = [*_previous_commands(files, run.start), options.command]
+    commands = [*(_previous_commands(files, run.start) if writer else []), options.command]
     commit = _git_commit()
     seed = options.seed
 
     def write_card(step: int, wall: float, status: str) -> dict:
         card = _card(run, identity, commands, meta_steps=step, wall=wall, seed=seed,
                      status=status, commit=commit)
-        _write_json(files.card, card)
+        if writer:
+            _write_json(files.card, card)
         return card
 
     write_card(run.start, _wall_before(run), "running")  # the command survives a kill
@@ -191,16 +228,17 @@ def _run_locked(files: RunFiles, learned: LearnedOptimizer, built: Tasks,
     try:
         wall = _train_loop(files, run, meta_step, evaluate, identity, meta_steps=meta_steps,
                            checkpoint_every=options.checkpoint_every, keep=options.keep,
-                           bar=_progress_bar(options.progress, meta_steps, run.start,
-                                             learned.name, log),
+                           bar=_progress_bar(options.progress and writer, meta_steps,
+                                             run.start, learned.name, log),
                            on_checkpoint=on_checkpoint)
     except NonFiniteMetaStepsError as e:
         write_card(last["step"], last["wall"], f"stopped: {e}")
         raise
-    card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed,
-                 status="finished", commit=commit)
-    save_meta_params(files.meta_params, run.state.meta_params, card)
-    _write_json(files.card, card)
+    card = write_card(meta_steps, wall, "finished")
+    meta_params = to_host(run.state.meta_params)
+    if not writer:
+        return card
+    save_meta_params(files.meta_params, meta_params, card)
     try:
         plot_metrics(run.history, files.plot)
     except ModuleNotFoundError:
@@ -246,22 +284,31 @@ def _train_loop(files: RunFiles, run: RunProgress, meta_step: Callable, evaluate
                 bar, on_checkpoint: Callable[[int, float], object]) -> float:
     """Meta-steps ``run.start + 1 .. meta_steps``, a JSONL row each, a validation row and a
     checkpoint every ``checkpoint_every`` steps and at the end (and at step 0 of a new run),
-    ``on_checkpoint(step, wall)`` after each. Returns the run's total wall time (earlier
-    sessions included)."""
+    ``on_checkpoint(step, wall)`` after each. Every process runs it; process 0 alone writes
+    (and decides, for all, whether too many meta-steps were skipped). Returns the run's total
+    wall time (earlier sessions included)."""
     t_start = time.perf_counter()
     wall_before = _wall_before(run)
-    with open(files.metrics, "a") as metrics_file:
+    writer = is_writer()
+    with open(files.metrics, "a") if writer else contextlib.nullcontext() as metrics_file:
         def append(row):
             run.history.append(row)
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
+            if writer:
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
 
         def validate_and_checkpoint(step):
             val = float(evaluate(run.state.meta_params))
             append({"step": step, "validation_loss": val})
-            save_checkpoint(files, run, step, val, identity, keep)
+            state = to_host(run.state)  # gathered from every process's devices
+            if writer:
+                save_checkpoint(files, run, step, val, identity, keep, state)
             on_checkpoint(step, wall_before + time.perf_counter() - t_start)
-            check_skipped(run.history)
+            if bool(from_writer(np.asarray(writer and skipped_too_many(run.history)))):
+                if writer:
+                    check_skipped(run.history)  # raises, with the counts
+                raise NonFiniteMetaStepsError("process 0 stopped the run: most recent "
+                                              "meta-steps were not finite (its error says more)")
             return val
 
         if not run.restored:

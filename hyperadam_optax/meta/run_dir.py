@@ -37,7 +37,6 @@ from hyperadam_optax.io.files import (
     save_meta_params,
     save_pytree,
 )
-from hyperadam_optax.meta.sharding import shard_meta_state
 
 
 class RunConfigMismatchError(ValueError):
@@ -211,14 +210,15 @@ def _repair_best(files: RunFiles, progress: RunProgress, identity: dict, log) ->
 
 
 def restore(files: RunFiles, state, resume: bool, identity: dict, log) -> RunProgress:
-    """The progress to continue from: the latest intact checkpoint with its metric rows and
-    best validation (``resume``; best files repaired if a kill left them stale), else
-    ``state`` at step 0. Rewrites ``metrics.jsonl`` to the kept rows."""
+    """The progress to continue from: the latest intact checkpoint (its state as host
+    arrays, to be sharded by the caller) with its metric rows and best validation
+    (``resume``; best files repaired if a kill left them stale), else ``state`` at step 0.
+    Rewrites ``metrics.jsonl`` to the kept rows."""
     progress = RunProgress(state)
     latest = _load_latest_checkpoint(files, state, log) if resume else None
     if latest is not None:
         progress.start, loaded = latest
-        progress.state, progress.restored = shard_meta_state(loaded), True
+        progress.state, progress.restored = loaded, True
         progress.history = [r for r in read_metrics(files.metrics, log)
                             if r["step"] <= progress.start]
         vals = [r for r in progress.history if "validation_loss" in r]
@@ -241,14 +241,16 @@ def _write_best(files: RunFiles, checkpoint: str, state, step: int, validation_l
 
 
 def save_checkpoint(files: RunFiles, progress: RunProgress, step: int, validation_loss: float,
-                    identity: dict, keep: int) -> None:
-    """``ckpt_<step>.npz``; ``best.npz`` and ``best_meta_params.npz`` if the validation loss
-    is the lowest so far; only the last ``keep`` checkpoints stay."""
+                    identity: dict, keep: int, state=None) -> None:
+    """``ckpt_<step>.npz`` of ``state`` (default ``progress.state``; host arrays when it is
+    sharded over other processes); ``best.npz`` and ``best_meta_params.npz`` if the
+    validation loss is the lowest so far; only the last ``keep`` checkpoints stay."""
     path = files.checkpoint(step)
-    save_pytree(path, progress.state)
+    state = progress.state if state is None else state
+    save_pytree(path, state)
     if validation_loss < progress.best["validation_loss"]:
         progress.best.update(validation_loss=validation_loss, step=step)
-        _write_best(files, path, progress.state, step, validation_loss, identity)
+        _write_best(files, path, state, step, validation_loss, identity)
     for old in files.checkpoint_steps()[:-keep]:
         os.unlink(files.checkpoint(old))
 

@@ -19,7 +19,9 @@ def task_mesh() -> jax.sharding.Mesh | None:
 def shard_meta_state(state):
     """Shard the task slots over the ``tasks`` mesh axis; replicate everything else.
 
-    A no-op on one device. B must be a multiple of the device count to shard.
+    A no-op on one device. B must be a multiple of the device count to shard. Across
+    processes (``jax.distributed``) the mesh holds every process's devices and every process
+    passes the same state (same seed, or process 0's broadcast).
     """
     mesh = task_mesh()
     if mesh is None:
@@ -31,14 +33,27 @@ def shard_meta_state(state):
     P = jax.sharding.PartitionSpec
     replicated = jax.sharding.NamedSharding(mesh, P())
     by_task = jax.sharding.NamedSharding(mesh, P("tasks"))
+    put = jax.device_put if jax.process_count() == 1 else _put_local_parts
     return state._replace(
-        meta_params=jax.device_put(state.meta_params, replicated),
-        outer_state=jax.device_put(state.outer_state, replicated),
-        slots=jax.device_put(state.slots, by_task),
-        step=jax.device_put(state.step, replicated),
-        skipped=jax.device_put(state.skipped, replicated),
-        key=jax.device_put(state.key, replicated),
+        meta_params=put(state.meta_params, replicated),
+        outer_state=put(state.outer_state, replicated),
+        slots=put(state.slots, by_task),
+        step=put(state.step, replicated),
+        skipped=put(state.skipped, replicated),
+        key=put(state.key, replicated),
     )
+
+
+def _put_local_parts(tree, sharding):
+    """``device_put`` across processes: each process places the parts of the (identical)
+    host arrays its own devices hold. (``jax.device_put`` would first compare the values
+    across processes, which fails on the NaN placeholders a fresh task slot carries.)"""
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
 
 
 def resolve_task_chunk(config) -> int:
