@@ -234,6 +234,7 @@ def _add_evaluate(sub) -> None:
                     help="full MNIST (mnist.npz or IDX files): train split for training, test "
                          "split for the generalisation suite; default: embedded 4,000/1,000")
     ev.add_argument("--no-progress", action="store_true")
+    _add_processes(ev)
 
 
 def _add_compare(sub) -> None:
@@ -268,14 +269,27 @@ def _evaluate(args) -> None:
     if args.data_dir:
         train, test = mnist_data(args.data_dir, "train")[0], mnist_data(args.data_dir, "test")[0]
         data, test_data = (train.x, train.y), (test.x, test.y)
-    ensure_writable_dir(args.out_dir)  # before any computing: results must have a home
+    import jax
+
+    from hyperadam_optax.meta.processes import is_writer
+
+    if jax.process_count() > 1:  # the runs are split over every process's devices
+        for flag, value in (("--runs", args.runs), ("--tune-runs", args.tune_runs)):
+            if value % jax.device_count():
+                raise ValueError(f"{flag} ({value}) must be a multiple of the number of "
+                                 f"devices ({jax.device_count()}) of the processes")
+    writer = is_writer()  # process 0 alone writes (and prints)
+    if writer:
+        ensure_writable_dir(args.out_dir)  # before any computing: results must have a home
     cache = args.cache or f"{args.out_dir}/tuning_cache.json"
     for suite in suites:
         t0 = time.perf_counter()
         evaluated = evaluate_suite(suite, args.optimizers.split(","), runs=args.runs,
                                    steps=args.steps, seed=args.seed, tune_runs=args.tune_runs,
                                    cache_path=cache, data=data, test_data=test_data,
-                                   progress=not args.no_progress, tasks=tasks)
+                                   progress=not args.no_progress and writer, tasks=tasks)
+        if not writer:
+            continue
         print(f"## {suite}: {args.runs} runs x {args.steps} steps, seed {args.seed}\n")
         print(markdown_table(evaluated))
         paths = save_evaluation(evaluated, args.out_dir, suite)

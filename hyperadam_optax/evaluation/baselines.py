@@ -11,6 +11,7 @@ import optax
 
 from hyperadam_optax.evaluation.protocol import run_protocol
 from hyperadam_optax.io.files import atomic_write, read_json
+from hyperadam_optax.meta.processes import is_writer, json_from_writer
 from hyperadam_optax.tasks.base import TaskFamily
 
 #: Hand-designed baselines, each ``learning_rate -> transform`` (optax defaults otherwise).
@@ -67,7 +68,9 @@ def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, 
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
     key = f"{name}|{family.name}|steps={steps}|runs={runs}|seed={seed}|grid={list(grid)}"
-    cache = read_tuning_cache(cache_path) if cache_path and os.path.exists(cache_path) else {}
+    cache = json_from_writer(  # process 0's file, on every process
+        read_tuning_cache(cache_path) if is_writer() and cache_path
+        and os.path.exists(cache_path) else {})
     if key in cache:
         return float(cache[key]["learning_rate"])
 
@@ -88,7 +91,7 @@ def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, 
         else:
             break
     best = float(min(scores, key=scores.get))
-    if cache_path:
+    if cache_path and is_writer():
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
         cache[key] = {"learning_rate": best,
                       "scores": {repr(lr): float(v) for lr, v in sorted(scores.items())}}

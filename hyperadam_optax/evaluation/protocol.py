@@ -4,7 +4,9 @@ Protocol (the authors' code, reference notes): N runs with fresh initialisations
 same seeds for every optimizer (paired); each run trains for ``steps`` steps; its reported
 loss is the loss of the FINAL parameters averaged over the minibatches seen during the run.
 No Random Scaling and no convex term. Runs are ``vmap``-ped: one compiled program per
-(optimizer, task); a baseline's learning-rate grid is ``vmap``-ped too.
+(optimizer, task); a baseline's learning-rate grid is ``vmap``-ped too. With several devices
+(of one process or of several, ``jax.distributed``) the runs are split over all of them
+when their number divides the runs; every process gets every run's result.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperadam_optax.meta.processes import spread, to_host
 from hyperadam_optax.meta.unroll import final_loss, train
 from hyperadam_optax.tasks.base import TaskFamily
 
@@ -64,16 +67,16 @@ def run_protocol(make_tx: Callable, family: TaskFamily, *, steps: int, runs: int
     for name, value in (("steps", steps), ("runs", runs)):
         if not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    keys = jax.random.split(jax.random.PRNGKey(seed), runs)
+    keys = spread(np.asarray(jax.random.split(jax.random.PRNGKey(seed), runs)))
     if hypers is None:
         fn = jax.jit(jax.vmap(lambda k: _one_run(make_tx, family, steps, k, None)[:2]))
-        final, curve = fn(keys)
-        return RunResult(np.asarray(final), np.asarray(curve))
-    grid = jnp.asarray(hypers, jnp.float32)
+        final, curve = to_host(fn(keys))
+        return RunResult(final, curve)
+    grid = np.asarray(hypers, np.float32)
     fn = jax.jit(jax.vmap(jax.vmap(lambda k, h: _one_run(make_tx, family, steps, k, h)[:2],
                                    in_axes=(0, None)), in_axes=(None, 0)))
-    final, curve = fn(keys, grid)
-    return [RunResult(np.asarray(f), np.asarray(c)) for f, c in zip(final, curve)]
+    final, curve = to_host(fn(keys, grid))
+    return [RunResult(f, c) for f, c in zip(final, curve)]
 
 
 def test_metrics(make_tx: Callable, family: TaskFamily, test_x, test_y, *, steps: int,
@@ -92,9 +95,9 @@ def test_metrics(make_tx: Callable, family: TaskFamily, test_x, test_y, *, steps
         return (loss, jnp.mean(top2[:, 0] == test_y),
                 jnp.mean(jnp.any(top2 == test_y[:, None], axis=1)))
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), runs)
-    loss, top1, top2 = jax.jit(jax.vmap(one))(keys)
-    return {"loss": np.asarray(loss), "top1": np.asarray(top1), "top2": np.asarray(top2)}
+    keys = spread(np.asarray(jax.random.split(jax.random.PRNGKey(seed), runs)))
+    loss, top1, top2 = to_host(jax.jit(jax.vmap(one))(keys))
+    return {"loss": loss, "top1": top1, "top2": top2}
 
 
 def paired_difference(a: RunResult, b: RunResult) -> tuple[float, float]:

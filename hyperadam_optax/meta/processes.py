@@ -10,6 +10,8 @@ resume; what it read or decided reaches the others by :func:`from_writer`. With 
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 
@@ -52,6 +54,32 @@ def from_writer(tree):
     from jax.experimental import multihost_utils
 
     return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
+
+
+def json_from_writer(obj):
+    """A JSON-able object as process 0 holds it (e.g. what it read from a file), on every
+    process."""
+    if jax.process_count() == 1:
+        return obj
+    data = json.dumps(obj).encode() if is_writer() else b""
+    size = int(from_writer(np.asarray(len(data), np.int64)))
+    buffer = np.frombuffer(data, np.uint8) if is_writer() else np.zeros(size, np.uint8)
+    return json.loads(bytes(from_writer(buffer)).decode())
+
+
+def spread(x: np.ndarray, axis: str = "runs"):
+    """``x`` split along its first axis over every device of every process (a 1-D mesh
+    ``axis``), when there are several devices and they divide it; else ``x`` as it is."""
+    count = jax.device_count()
+    if count == 1 or len(x) % count:
+        if jax.process_count() > 1:
+            raise ValueError(f"{len(x)} runs cannot be shared by the {count} devices of "
+                             f"{jax.process_count()} processes: ask for a multiple of {count}")
+        return x
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (axis,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def to_host(tree):

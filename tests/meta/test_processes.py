@@ -118,3 +118,37 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["status"] == "finished" and len(card["commands"]) == 2
     assert not (tmp_path / "not-written").exists()
+
+
+@pytest.mark.slow  # three processes evaluating (about two minutes)
+def test_two_processes_evaluate_as_one_process_with_their_devices(tmp_path):
+    """The runs split over the 4 devices of two processes: the same evaluation JSON (and
+    tuned rates) as one process of 4 devices; process 1 writes nothing."""
+    ev = ["evaluate", "--suite", "table2", "--optimizers", "adam,hyperadam", "--runs", "8",
+          "--steps", "20", "--tune-runs", "4", "--no-progress"]
+    port = str(_free_port())
+    procs = [subprocess.Popen(
+        [*CLI, *ev, "--out-dir", str(tmp_path / ("two" if i == 0 else "not-written")),
+         "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = _wait(procs)
+    assert "wall time" in outs[0][0] and "wall time" not in outs[1][0]  # one prints, writes
+    r = subprocess.run([*CLI, *ev, "--out-dir", str(tmp_path / "one")], env=_env(4),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("table2.json", "tuning_cache.json"):
+        assert (json.loads((tmp_path / "two" / name).read_text())
+                == json.loads((tmp_path / "one" / name).read_text())), name
+    assert not (tmp_path / "not-written").exists()
+    port = str(_free_port())
+    procs = [subprocess.Popen(  # 6 runs cannot be split over 4 devices: refused by both
+        [*CLI, *ev[:6], "6", *ev[7:], "--out-dir", str(tmp_path / f"bad{i}"), "--coordinator",
+         f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 2 and "--runs (6) must be a multiple of the number of devices (4)" \
+            in err, err[-2000:]
+    assert not any(tmp_path.glob("bad*"))
