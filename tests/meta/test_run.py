@@ -214,8 +214,14 @@ def test_decaying_warm_start_run_and_its_checkpoints(tmp_path):
 
 # Reliability of the run directory ---------------------------------------------------------
 
-def _start(out, steps="1000000"):  # killed long before it ends, however fast the machine
-    return subprocess.Popen([*CLI, *QUICK, "--meta-steps", steps, "--checkpoint-every", "2",
+#: QUICK at a tenth of its meta-rate: finite for 4,000 meta-steps and more (at 0.01 a run
+#: diverges, and stops itself, after about a thousand: measured), so it is still running
+#: when killed, however fast the machine.
+LONG = [a if a != "0.01" else "0.001" for a in QUICK]
+
+
+def _start(out, steps="1000000"):  # killed long before it ends
+    return subprocess.Popen([*CLI, *LONG, "--meta-steps", steps, "--checkpoint-every", "2",
                              "--out-dir", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -233,7 +239,7 @@ def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not
     proc = _start(out)
     try:
         _wait_for_step(out / "metrics.jsonl", 3)
-        r = _cli(*QUICK, "--meta-steps", "1000000", "--out-dir", str(out), "--resume")
+        r = _cli(*LONG, "--meta-steps", "1000000", "--out-dir", str(out), "--resume")
         assert r.returncode == 2 and "in use by another meta-train process" in r.stderr, r.stderr
         assert f"pid {proc.pid}" in r.stderr
         # The card names the command from the start, not only at the end.
@@ -244,7 +250,7 @@ def test_a_second_run_into_a_used_directory_is_refused_and_a_killed_one_does_not
         proc.wait()
     done = _steps_logged(out / "metrics.jsonl")
     (out / "checkpoints" / ".tmp-orphan").write_bytes(b"x" * 1000)  # as a kill mid-write leaves
-    r = _cli(*QUICK, "--meta-steps", str(done + 2), "--checkpoint-every", "2",
+    r = _cli(*LONG, "--meta-steps", str(done + 2), "--checkpoint-every", "2",
              "--out-dir", str(out), "--resume")
     assert r.returncode == 0, r.stderr  # the killed run's lock died with it
     assert not (out / "checkpoints" / ".tmp-orphan").exists()
@@ -479,9 +485,10 @@ def test_global_rms_run_records_its_normalization_and_its_weights_are_evaluated_
         meta_params=theta, normalization="global_rms"))
     l2 = first_update(ha.optimizers.hyperadam.hyperadam(meta_params=theta))
     chex.assert_trees_all_close(got, want)
-    # ... and not with the default normalization, whose step differs by the inputs' scale
+    # ... and not with the default normalization: its step differs (by 0.2 % for these
+    # warm-start weights, whose kernels are small) far beyond the check above (rtol 1e-6)
     assert not np.allclose(jax.flatten_util.ravel_pytree(got)[0],
-                           jax.flatten_util.ravel_pytree(l2)[0], rtol=1e-2)
+                           jax.flatten_util.ravel_pytree(l2)[0], rtol=1e-4, atol=0)
     with pytest.raises(ValueError, match="made for {'normalization': 'global_rms'}"):
         _quick_run(tmp_path / "l2", 1, init_from=str(out / "meta_params.npz"))
     assert not (tmp_path / "l2").exists()
