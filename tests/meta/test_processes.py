@@ -152,3 +152,42 @@ def test_two_processes_evaluate_as_one_process_with_their_devices(tmp_path):
         assert p.returncode == 2 and "--runs (6) must be a multiple of the number of devices (4)" \
             in err, err[-2000:]
     assert not any(tmp_path.glob("bad*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("localhost:1", 2, None), "needs --coordinator HOST:PORT, --num-processes and --process-id"),
+    ((None, 2, 0), "needs --coordinator HOST:PORT, --num-processes and --process-id"),
+    (("localhost:1", 2, 2), r"--process-id must be in \[0, --num-processes\) = \[0, 2\), got 2"),
+])
+def test_joining_is_refused_before_jax_starts_when_the_flags_do_not_go_together(args, message):
+    from hyperadam_optax.meta.processes import join
+
+    with pytest.raises(ValueError, match=message):
+        join(*args)
+    with pytest.raises(ValueError, match="--distributed auto detects"):
+        join("localhost:1", None, None, auto=True)
+
+
+def test_one_process_is_its_own_writer_and_nothing_is_sent():
+    import jax
+
+    from hyperadam_optax.meta import processes
+
+    tree = {"a": np.arange(3.0), "b": jax.numpy.ones(2)}
+    assert processes.is_writer() and processes.from_writer(tree) is tree
+    assert processes.json_from_writer({"k": [1, 2]}) == {"k": [1, 2]}
+    host = processes.to_host(tree)
+    assert all(isinstance(x, np.ndarray) for x in host.values())
+    keys = np.arange(6)
+    assert processes.spread(keys) is keys  # one device: the runs stay where they are
+
+
+def test_cli_refuses_a_partial_multi_process_request(tmp_path, capsys):
+    from hyperadam_optax.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["meta-train", "--task", "quadratic", "--process-id", "0",
+              "--out-dir", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert "needs --coordinator HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
