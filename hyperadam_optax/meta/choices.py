@@ -74,17 +74,13 @@ class OptimizerChoice:
         if self.init_from is not None and not isinstance(self.init_from, str):
             raise ValueError(f"init_from must be a path or None, got {self.init_from!r}")
 
-    def resolve(self, meta_params=None) -> LearnedOptimizer:
-        """The optimizer as meta-training sees it; its initialiser's and alias's own rules
-        (e.g. HyperAdam's warm start needing ``init="adam"``) refuse bad values here, the
-        alias's against ``meta_params`` (those of ``init_from``, once read) or its init's."""
+    def resolve(self) -> LearnedOptimizer:
+        """The optimizer as meta-training sees it; its initialiser's own rules (e.g.
+        HyperAdam's warm start needing ``init="adam"``) refuse bad values here. The alias's
+        rules need the weights the run starts from: ``meta_train`` checks them."""
         learned = learned_optimizer(self.name, init=self.init, make_kwargs=self.options,
                                     **self.init_options)
-        template = jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
-        if self.options and meta_params is not None:
-            learned.make(meta_params)
-        elif self.options and self.init_from is None:
-            learned.make(template)
+        jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0))
         return learned
 
     def identity(self) -> dict:

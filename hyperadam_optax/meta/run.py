@@ -135,11 +135,12 @@ def meta_train(optimizer: OptimizerChoice | str = "hyperadam",
     start_from = None
     if optimizer.init_from is not None:
         start_from = initial_meta_params(optimizer.init_from, learned, optimizer.options)
-        optimizer.resolve(start_from)  # the alias's options against the weights it starts from
-    if config is not None:  # names and blocks of the meta-parameters this run starts from
-        trainable_mask(start_from if start_from is not None
-                       else jax.eval_shape(learned.init_meta_params, jax.random.PRNGKey(0)),
-                       config.trainable)
+    first = start_from if start_from is not None else jax.eval_shape(
+        learned.init_meta_params, jax.random.PRNGKey(0))  # what the run starts from
+    if optimizer.options:  # the alias's own rules, e.g. HyperAdam's sign agreement vs θ_p
+        learned.make(first)
+    if config is not None:  # names and blocks of those meta-parameters
+        trainable_mask(first, config.trainable)
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
     built = tasks.build(learned.default_task)
     identity = {**optimizer.identity(), "seed": run.seed,
@@ -234,11 +235,13 @@ def _run(held: contextlib.ExitStack, files: RunFiles, learned: LearnedOptimizer,
     except NonFiniteMetaStepsError as e:
         write_card(last["step"], last["wall"], f"stopped: {e}")
         raise
-    card = write_card(meta_steps, wall, "finished")
+    card = _card(run, identity, commands, meta_steps=meta_steps, wall=wall, seed=seed,
+                 status="finished", commit=commit)
     meta_params = to_host(run.state.meta_params)
     if not writer:
         return card
-    save_meta_params(files.meta_params, meta_params, card)
+    save_meta_params(files.meta_params, meta_params, card)  # before the card says finished
+    _write_json(files.card, card)
     try:
         plot_metrics(run.history, files.plot)
     except ModuleNotFoundError:

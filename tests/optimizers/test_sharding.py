@@ -10,7 +10,23 @@ import textwrap
 
 import pytest
 
-SCRIPT = textwrap.dedent("""
+#: Both scripts' gradients and update loop: three updates of ``tx`` from its init.
+UPDATES = textwrap.dedent("""
+    import jax, jax.numpy as jnp
+
+    def gradients(params):
+        return [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params)
+                for i in range(3)]
+
+    def run(tx, params, grads):
+        state, step, outs = tx.init(params), jax.jit(tx.update), []
+        for g in grads:
+            u, state = step(g, state, params)
+            outs.append(u)
+        return outs, state
+""")
+
+SCRIPT = UPDATES + textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -37,20 +53,11 @@ SCRIPT = textwrap.dedent("""
             shape[pos], axes[pos] = 8, "x"
             params = {"w": jax.random.normal(jax.random.key(1), tuple(shape)),
                       "b": jnp.linspace(-1.0, 1.0, 5)}
-            grads = [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params)
-                     for i in range(3)]
-
-            def run(params, grads):
-                state, step, outs = tx.init(params), jax.jit(tx.update), []
-                for g in grads:
-                    u, state = step(g, state, params)
-                    outs.append(u)
-                return outs, state
-
-            ref, _ = run(params, grads)
+            grads = gradients(params)
+            ref, _ = run(tx, params, grads)
             with jax.set_mesh(mesh):
                 shard = {"w": NamedSharding(mesh, P(*axes)), "b": NamedSharding(mesh, P())}
-                got, state = run(jax.device_put(params, shard),
+                got, state = run(tx, jax.device_put(params, shard),
                                  [jax.device_put(g, shard) for g in grads])
             for a, b in zip(ref, got):
                 jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7),
@@ -88,7 +95,7 @@ def test_sharded_inside_optax_wrappers(axis_type):
     _run(axis_type, "chain,inject,masked,multi_steps")
 
 
-PROCESS_SCRIPT = textwrap.dedent("""
+PROCESS_SCRIPT = UPDATES + textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.experimental import multihost_utils
@@ -108,21 +115,12 @@ PROCESS_SCRIPT = textwrap.dedent("""
             tx = spec.make(spec.default_learning_rate, spec.init_meta_params(jax.random.key(0)))
             params = {"w": jax.random.normal(jax.random.key(1), (8, 3)),
                       "b": jnp.linspace(-1.0, 1.0, 5)}
-            grads = [jax.tree.map(lambda x: jnp.sin((i + 1) * x) + 0.1 * i, params)
-                     for i in range(3)]
-
-            def run(params, grads):
-                state, step, outs = tx.init(params), jax.jit(tx.update), []
-                for g in grads:
-                    u, state = step(g, state, params)
-                    outs.append(u)
-                return outs
-
-            ref = run(params, grads)  # this process alone, one device
+            grads = gradients(params)
+            ref, _ = run(tx, params, grads)  # this process alone, one device
             with jax.set_mesh(mesh):
                 shard = {"w": NamedSharding(mesh, P("x")), "b": NamedSharding(mesh, P())}
-                got = run(jax.tree.map(put, params, shard),
-                          [jax.tree.map(put, g, shard) for g in grads])
+                got, _ = run(tx, jax.tree.map(put, params, shard),
+                             [jax.tree.map(put, g, shard) for g in grads])
             for a, b in zip(ref, got):
                 assert b["w"].sharding.spec[0] == "x" and not b["w"].is_fully_addressable
                 b = {"w": multihost_utils.process_allgather(b["w"], tiled=True),
