@@ -9,7 +9,7 @@ outer update included), and the plain jitted, vmapped forward unroll of the same
 2 x ``pairs`` tasks for ``unroll`` steps (the floor an estimator that only runs forward can
 reach). Task-steps per second = optimizee steps of all particles per second. The byte floor
 reads and writes the optimizer's per-coordinate state once per task-step at the measured
-elementwise bandwidth. Prints one table; the meta-training issue's target is 15,000 PES
+streaming bandwidth. Prints one table; the meta-training issue's target is 15,000 PES
 meta-steps (8 pairs x 20 steps) per hour.
 """
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 
 import jax
-from update_step import _time as _best  # the same best-of-N timer and bandwidth probe
-from update_step import elementwise_gbps
+from update_floor import best_time, stream_gbps  # the same timer and bandwidth probe
 
 
 def measure(name: str, pairs: int, unroll: int, repeats: int, gbps: float) -> dict:
@@ -39,12 +38,12 @@ def measure(name: str, pairs: int, unroll: int, repeats: int, gbps: float) -> di
         holder[0], metrics = step(holder[0])
         return metrics["meta_loss"]
 
-    t_meta = _best(meta_step, None, repeats=repeats)
+    t_meta = best_time(meta_step, None, repeats=repeats)
     theta = holder[0].meta_params
     forward = jax.jit(jax.vmap(lambda k: train(flat_leaves(learned.make(theta)), family, k,
                                                unroll)[0]))
     keys = jax.random.split(jax.random.PRNGKey(1), 2 * pairs)
-    t_forward = _best(forward, keys, repeats=repeats)
+    t_forward = best_time(forward, keys, repeats=repeats)
     params = family.init(jax.random.PRNGKey(0), {})
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(learned.make(theta).init(params)))
     task_steps = 2 * pairs * unroll
@@ -62,8 +61,8 @@ def main(argv=None) -> None:
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    gbps = elementwise_gbps()
-    print(f"measured elementwise bandwidth {gbps:.1f} GB/s; digits-mlp, {args.pairs} pairs x "
+    gbps = stream_gbps()
+    print(f"measured streaming bandwidth {gbps:.1f} GB/s; digits-mlp, {args.pairs} pairs x "
           f"{args.unroll} steps")
     print("| optimizer | state KiB / task | PES meta-step ms | PES task-steps/s | forward "
           "task-steps/s | PES / forward | byte floor ms | PES meta-steps / hour |")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperadam_optax.optimizers.blocks import by_blocks, resolve_block_rows
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
@@ -79,18 +80,23 @@ def log_sign_preprocess(g: jax.Array, k: float) -> jax.Array:
 
 
 def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
-                          state_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
+                          state_dtype: Any = None, block_rows: int | None = None
+                          ) -> optax.GradientTransformationExtraArgs:
     """The DMoptimizer's direction ``d_t = -output_scale · out_t``.
 
     Per coordinate: log/sign preprocessing with ``k`` → two LSTM layers → dense → ``out``; the
     paper's update is ``w += output_scale · out`` (no tanh): :func:`dm_optimizer` with
     ``learning_rate=1``. ``variant``: ``"deepmind"`` (k = 5, scale 0.01, DeepMind's code) or
     ``"rnnprop"`` (k = 10, scale 0.1, the RNNprop authors' re-implementation).
+    ``block_rows``: a leaf of at least 8 blocks of this many coordinates is updated block by
+    block, in place (:mod:`~hyperadam_optax.optimizers.blocks`; the same arithmetic); ``None``:
+    8,192 in a single-device CPU process, else 0 (off).
     """
     if variant not in DM_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(DM_VARIANTS)}, got {variant!r}")
     k, output_scale = DM_VARIANTS[variant]
     hidden = check_meta_params(meta_params, DMParams, "theta_out", dm_shapes)
+    resolve_block_rows(block_rows)  # refuse a bad value now; the default is read at trace time
     mp = meta_params
 
     def init_fn(params):
@@ -117,6 +123,7 @@ def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
             d = -output_scale * out
             return (d.astype(g.dtype), *(a.astype(h1.dtype) for a in states))
 
+        leaf = by_blocks(leaf, resolve_block_rows(block_rows))
         d, *fields = map_leaves(leaf, 5, updates, *state[1:])
         return d, DMState(optax.safe_increment(state.count), *fields)
 
@@ -124,17 +131,18 @@ def scale_by_dm_optimizer(meta_params: DMParams, *, variant: str = "deepmind",
 
 
 def dm_optimizer(learning_rate: optax.ScalarOrSchedule = 1.0, meta_params: DMParams | None = None,
-                 *, variant: str = "deepmind", state_dtype: Any = None
-                 ) -> optax.GradientTransformationExtraArgs:
+                 *, variant: str = "deepmind", state_dtype: Any = None,
+                 block_rows: int | None = None) -> optax.GradientTransformationExtraArgs:
     """DMoptimizer: ``w += learning_rate · output_scale · out``; ``learning_rate = 1`` is the paper's.
 
     ``learning_rate`` multiplies the model's own output scale (0.01, or 0.1 for
     ``variant="rnnprop"``). ``meta_params`` is required here
     (``hyperadam_optax.dm_optimizer`` loads the shipped weights when it is ``None``).
-    ``variant``, ``state_dtype``: :func:`scale_by_dm_optimizer`.
+    ``variant``, ``state_dtype``, ``block_rows``: :func:`scale_by_dm_optimizer`.
     """
     require_meta_params(meta_params, "dm_optimizer")
-    return optax.chain(scale_by_dm_optimizer(meta_params, variant=variant, state_dtype=state_dtype),
+    return optax.chain(scale_by_dm_optimizer(meta_params, variant=variant, state_dtype=state_dtype,
+                                             block_rows=block_rows),
                        optax.scale_by_learning_rate(learning_rate))
 
 

@@ -28,7 +28,7 @@ def truncated_normal(key, shape, dtype=jnp.float32, std: float = 0.1) -> jax.Arr
 def sigmoid(x: jax.Array) -> jax.Array:
     """``σ(x) = (1 + tanh(x / 2)) / 2``: the same function as ``jax.nn.sigmoid`` with one
     transcendental instead of an exp and a division (about 8% faster per HyperAdam update
-    on CPU, benchmarks/update_step.py)."""
+    on CPU, measured when it was made)."""
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 

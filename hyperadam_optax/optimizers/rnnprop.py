@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hyperadam_optax.optimizers.blocks import by_blocks, resolve_block_rows
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
@@ -77,20 +78,24 @@ class RNNpropState(NamedTuple):
 
 
 def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float = 0.95,
-                     eps: float = 1e-8, output_scale: float = 0.1, state_dtype: Any = None
-                     ) -> optax.GradientTransformationExtraArgs:
+                     eps: float = 1e-8, output_scale: float = 0.1, state_dtype: Any = None,
+                     block_rows: int | None = None) -> optax.GradientTransformationExtraArgs:
     r"""RNNprop's direction ``d_t = output_scale · tanh(out_t)`` (paper Eq. 8-10, authors' code).
 
     Per coordinate: :math:`m_t = b_1 m_{t-1} + (1-b_1) g`, :math:`v_t = b_2 v_{t-1} + (1-b_2) g^2`,
     :math:`s_v = \sqrt{v_t / (1-b_2^t)} + \epsilon`, inputs
     :math:`[g / s_v, (m_t / (1-b_1^t)) / s_v]` → ELU dense → two LSTM layers → dense → tanh.
     The paper's update is ``w -= 0.1 · tanh(out)``: :func:`rnnprop` with ``learning_rate=1``.
+    ``block_rows``: a leaf of at least 8 blocks of this many coordinates is updated block by
+    block, in place (:mod:`~hyperadam_optax.optimizers.blocks`; the same arithmetic); ``None``:
+    8,192 in a single-device CPU process, else 0 (off).
     """
     hidden = check_meta_params(meta_params, RNNpropParams, "b_in", rnnprop_shapes)
     for name, value in (("b1", b1), ("b2", b2)):
         check_number(value, name, 0.0, 1.0, open_low=False, open_high=True)
     check_number(eps, "eps", 0.0, 1.0)
     check_number(output_scale, "output_scale", 0.0, float("inf"), open_high=True)
+    resolve_block_rows(block_rows)  # refuse a bad value now; the default is read at trace time
     mp = meta_params
 
     def init_fn(params):
@@ -126,6 +131,7 @@ def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float 
             return (d.astype(g.dtype), m_new.astype(sd), v_new.astype(sd),
                     *(a.astype(sd) for a in states))
 
+        leaf = by_blocks(leaf, resolve_block_rows(block_rows))
         d, *fields = map_leaves(leaf, 7, updates, *state[1:])
         return d, RNNpropState(count, *fields)
 
@@ -134,7 +140,8 @@ def scale_by_rnnprop(meta_params: RNNpropParams, *, b1: float = 0.95, b2: float 
 
 def rnnprop(learning_rate: optax.ScalarOrSchedule = 1.0, meta_params: RNNpropParams | None = None,
             *, b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8, output_scale: float = 0.1,
-            state_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
+            state_dtype: Any = None, block_rows: int | None = None
+            ) -> optax.GradientTransformationExtraArgs:
     """RNNprop: ``w -= learning_rate · 0.1 · tanh(out)``; ``learning_rate = 1`` is the paper's step.
 
     ``learning_rate`` multiplies the paper's own scale (``output_scale=0.1``), so the largest
@@ -144,7 +151,7 @@ def rnnprop(learning_rate: optax.ScalarOrSchedule = 1.0, meta_params: RNNpropPar
     """
     require_meta_params(meta_params, "rnnprop")
     return optax.chain(scale_by_rnnprop(meta_params, b1=b1, b2=b2, eps=eps, output_scale=output_scale,
-                                        state_dtype=state_dtype),
+                                        state_dtype=state_dtype, block_rows=block_rows),
                        optax.scale_by_learning_rate(learning_rate))
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hyperadam_optax.optimizers.blocks import map_rows_in_place, resolve_block_rows, use_blocks
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
@@ -174,6 +175,7 @@ def scale_by_hyperadam(
     state_dtype: Any = None,
     normalization: str = "global_l2",
     sign_agreement: bool = False,
+    block_rows: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""HyperAdam's search direction :math:`d_t` (Alg. 2 line 18).
 
@@ -211,6 +213,10 @@ def scale_by_hyperadam(
         (:data:`NORMALIZATIONS`); weights meta-trained with one are meant for that one.
       sign_agreement: whether the StateCell also reads the sign agreement (``θ_p`` with two
         rows); weights are refused when their ``θ_p`` does not match it.
+      block_rows: a leaf of at least 8 blocks of this many coordinates is updated
+        block by block, in place (:mod:`~hyperadam_optax.optimizers.blocks`: no leaf-sized
+        temporaries; the same arithmetic, equal to float rounding). ``None``: 8,192 in a
+        single-device CPU process, else 0 (off); 0: never.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; extra arguments are ignored.
@@ -219,6 +225,7 @@ def scale_by_hyperadam(
     check_normalization(normalization)
     check_sign_agreement(meta_params, sign_agreement)
     check_number(eps, "eps", 0.0, 1.0)
+    resolve_block_rows(block_rows)  # refuse a bad value now; the default is read at trace time
 
     def init_fn(params):
         check_float_leaves(params, "HyperAdam params")
@@ -238,7 +245,8 @@ def scale_by_hyperadam(
         grads, treedef, fields = _flat_leaves(updates, state)
         new_leaves = _hyperadam_step(meta_params, grads, *fields, eps=eps,
                                      normalization=normalization,
-                                     sign_agreement=sign_agreement)[:7]
+                                     sign_agreement=sign_agreement,
+                                     block_rows=resolve_block_rows(block_rows))[:7]
         d, *new_fields = (jax.tree.unflatten(treedef, leaves) for leaves in new_leaves)
         new_state = HyperAdamState(optax.safe_increment(state.count), *new_fields)
         return d, new_state
@@ -247,10 +255,15 @@ def scale_by_hyperadam(
 
 
 def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps,
-                    normalization: str = "global_l2", sign_agreement: bool = False):
+                    normalization: str = "global_l2", sign_agreement: bool = False,
+                    block_rows: int = 0):
     """One step of Alg. 2 on lists of leaves; returns lists (d, m, v, β̂, γ̂, h, c, β, γ, ρ),
     the last three of shape ``leaf.shape + (J,)`` (what the step decided; a caller that
-    drops them costs nothing: XLA removes unused outputs)."""
+    drops them costs nothing: XLA removes unused outputs).
+
+    A leaf of at least 8 blocks of ``block_rows`` coordinates is updated block by block in
+    place (:mod:`~hyperadam_optax.optimizers.blocks`; the same arithmetic per coordinate, its
+    β, γ, ρ are not returned: ``block_rows=0`` for them)."""
     j = mp.b_u.shape[0]
     if not grads:  # e.g. optax.masked with every leaf masked out
         return [[] for _ in range(10)]
@@ -258,46 +271,65 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     cdt = compute_dtype(state_dtypes, mp)
     mp = jax.tree.map(lambda x: x.astype(cdt), mp)
     # Every array keeps its leaf's shape (candidates or LSTM units on a trailing axis), so a
-    # sharded parameter's state and update keep its sharding on every axis.
-    g = [x.astype(cdt) for x in grads]
-    m, v, bh, gh, h, c = ([x.astype(cdt) for x in xs] for xs in (ms, vs, bhs, ghs, hs, cs))
+    # sharded parameter's state and update keep its sharding on every axis. A blocked leaf is
+    # seen as rows: (N,) and (N, J), reshapes that move no data.
+    blocked = [use_blocks(gi.size, block_rows) for gi in grads]
 
     def sum_sq(xs, keep_last: bool = False):
         """Σ x² over every coordinate of every leaf (per trailing column if ``keep_last``)."""
-        return sum(jnp.sum(jnp.square(x), axis=tuple(range(x.ndim - keep_last))) for x in xs)
+        return sum(jnp.sum(jnp.square(x.astype(cdt)), axis=tuple(range(x.ndim - keep_last)))
+                   for x in xs)
 
     # 1/||x|| over all N coordinates; times √N for the root mean square.
-    size = sum(gi.size for gi in g)
+    size = sum(gi.size for gi in grads)
     to_unit = math.sqrt(size) if normalization == "global_rms" else 1.0
 
     # StateCell (line 8): global gradient normalisation, ELU preprocessing, LSTM.
-    inv_gnorm = jax.lax.rsqrt(sum_sq(g) + NORM_EPS) * to_unit
+    inv_gnorm = jax.lax.rsqrt(sum_sq(grads) + NORM_EPS) * to_unit
+    rm = jax.lax.rsqrt(sum_sq(ms, keep_last=True) + NORM_EPS) * to_unit
 
-    def cell_input(gi, mi, vi, bhi, ghi):
+    def state_cell(gi, hi, ci, mi=None, vi=None, bhi=None, ghi=None):
+        gi, hi, ci = gi.astype(cdt), hi.astype(cdt), ci.astype(cdt)
         pre = ((gi * inv_gnorm)[..., None] * trailing(mp.theta_p[0], gi.ndim + 1)
                + trailing(mp.b_p, gi.ndim + 1))
         if sign_agreement:  # of the previous moments, read through θ_p's second row
+            mi, vi, bhi, ghi = (x.astype(cdt) for x in (mi, vi, bhi, ghi))
             agree = jnp.mean(jnp.abs(mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps),
                              axis=-1)
             pre = pre + agree[..., None] * trailing(mp.theta_p[1], gi.ndim + 1)
-        return jax.nn.elu(pre)
+        return lstm_step(jax.nn.elu(pre), hi, ci, mp.theta_h, mp.b_h)
 
-    lstm = [lstm_step(cell_input(gi, mi, vi, bhi, ghi), hi, ci, mp.theta_h, mp.b_h)
-            for gi, mi, vi, bhi, ghi, hi, ci in zip(g, m, v, bh, gh, h, c)]
-    s = [hc[0] for hc in lstm]
+    moments = list(zip(ms, vs, bhs, ghs)) if sign_agreement else [()] * len(grads)
+    s, c, ss_blocked = [], [], jnp.zeros((j,), cdt)
+    for gi, hi, ci, mom, by_blocks in zip(grads, hs, cs, moments, blocked):
+        if not by_blocks:
+            si, ci = state_cell(gi, hi, ci, *mom)
+            s.append(si)
+            c.append(ci)
+            continue
+
+        def cell_block(blocks, inputs, valid):
+            si, ci = state_cell(inputs[0], *blocks, *inputs[1:])
+            return (si, ci), jnp.sum(jnp.where(valid[:, None], jnp.square(si), 0.0), axis=0)
+
+        (si, ci), ss_blocked = map_rows_in_place(
+            cell_block, [rows(hi, j), rows(ci, j)],
+            [gi.reshape(-1), *(rows(x, j) for x in mom)], block_rows, ss_blocked)
+        s.append(si)  # the new h of the state, in its dtype
+        c.append(ci)
 
     # AdamCell decay rates (Eq. 4-5) and WeightCell (Eq. 6). The column normalisation
     # nrm(a) = a / ||a[..., j]|| is folded into the kernels' rows, and θ_u, θ_r, θ_q share
     # two fused matmuls: m @ [θ_u|θ_r]_m and s @ [θ_u|θ_r|θ_q]_s.
-    rm = jax.lax.rsqrt(sum_sq(m, keep_last=True) + NORM_EPS) * to_unit
-    rs = jax.lax.rsqrt(sum_sq(s, keep_last=True) + NORM_EPS) * to_unit
+    plain_s = [si for si, by_blocks in zip(s, blocked) if not by_blocks]
+    rs = jax.lax.rsqrt(sum_sq(plain_s, keep_last=True) + ss_blocked + NORM_EPS) * to_unit
     theta_ur = jnp.concatenate([mp.theta_u, mp.theta_r], axis=1)
     w_m = theta_ur[:j] * rm[:, None]
     w_s = jnp.concatenate([theta_ur[j:] * rs[:, None], mp.theta_q], axis=1)
     b_s = jnp.concatenate([mp.b_u, mp.b_r, mp.b_q])
 
-    out = [[] for _ in range(10)]
-    for idx, (gi, mi, vi, bhi, ghi, si, (_, ci)) in enumerate(zip(g, m, v, bh, gh, s, lstm)):
+    def adam_cell(gi, mi, vi, bhi, ghi, si):
+        gi, mi, vi, bhi, ghi, si = (x.astype(cdt) for x in (gi, mi, vi, bhi, ghi, si))
         pre_m = mi @ w_m
         pre_s = si @ w_s + trailing(b_s, si.ndim)
         pm_beta, pm_gamma = split_columns(pre_m, 2)
@@ -313,13 +345,38 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
         ghi = gamma * ghi + (1 - gamma)
         # Candidates (lines 15-16) combined by the weight field (line 18).
         m_hat = (mi / (bhi + eps)) * jax.lax.rsqrt(vi / (ghi + eps) + eps)
-        d = jnp.sum(rho * m_hat, axis=-1)
-        out[0].append(d.astype(grads[idx].dtype))
+        return jnp.sum(rho * m_hat, axis=-1), mi, vi, bhi, ghi, beta, gamma, rho
+
+    out = [[] for _ in range(10)]
+    for idx, (gi, mi, vi, bhi, ghi, si, ci) in enumerate(zip(grads, ms, vs, bhs, ghs, s, c)):
+        sd = state_dtypes[idx]
+        if blocked[idx]:
+            def adam_block(blocks, inputs, valid):
+                d, *moments = adam_cell(inputs[0], *blocks[:4], inputs[1])[:5]
+                return (*moments, d), 0.0
+
+            (mi, vi, bhi, ghi, d), _ = map_rows_in_place(
+                adam_block, [rows(x, j) for x in (mi, vi, bhi, ghi)] + [jnp.zeros_like(gi).reshape(-1)],
+                [gi.reshape(-1), si], block_rows, 0.0)
+            shape = gi.shape
+            out[0].append(d.reshape(shape))
+            for k, x in enumerate((mi, vi, bhi, ghi, si, ci), start=1):
+                out[k].append(x.reshape(shape + (j,)))
+            for k in (7, 8, 9):  # not kept by blocks (hyperadam_internals: block_rows=0)
+                out[k].append(None)
+            continue
+        d, mi, vi, bhi, ghi, beta, gamma, rho = adam_cell(gi, mi, vi, bhi, ghi, si)
+        out[0].append(d.astype(gi.dtype))
         for k, x in enumerate((mi, vi, bhi, ghi, si, ci), start=1):
-            out[k].append(x.astype(state_dtypes[idx]))
+            out[k].append(x.astype(sd))
         for k, x in enumerate((beta, gamma, rho), start=7):
             out[k].append(x)
     return out
+
+
+def rows(x: jax.Array, j: int) -> jax.Array:
+    """A ``leaf.shape + (J,)`` state field as ``(N, J)`` rows (a reshape: no data moves)."""
+    return x.reshape(-1, j)
 
 
 def hyperadam_internals(meta_params: HyperAdamParams, updates, state: HyperAdamState,
@@ -353,6 +410,7 @@ def hyperadam(
     state_dtype: Any = None,
     normalization: str = "global_l2",
     sign_agreement: bool = False,
+    block_rows: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """HyperAdam: ``w_t = w_{t-1} - α d_t`` (Alg. 2 line 19).
 
@@ -364,12 +422,14 @@ def hyperadam(
         ``hyperadam_optax.hyperadam`` loads the pretrained weights shipped in the package
         when ``None`` (and raises :class:`~hyperadam_optax.PretrainedWeightsUnavailableError`
         if there are none). Random weights are never used silently.
-      eps, state_dtype, normalization, sign_agreement: see :func:`scale_by_hyperadam`.
+      eps, state_dtype, normalization, sign_agreement, block_rows: see
+        :func:`scale_by_hyperadam`.
     """
     require_meta_params(meta_params, "hyperadam")
     return optax.chain(
         scale_by_hyperadam(meta_params, eps=eps, state_dtype=state_dtype,
-                           normalization=normalization, sign_agreement=sign_agreement),
+                           normalization=normalization, sign_agreement=sign_agreement,
+                           block_rows=block_rows),
         optax.scale_by_learning_rate(learning_rate),
     )
 
