@@ -51,7 +51,7 @@ TREE = {"conv1": (3, 3, 3, 64), "conv1_b": (64,), "conv2": (3, 3, 64, 128), "con
 
 #: ``NAME:whole`` is NAME with ``block_rows=0``: every leaf in one piece, as before blocks.
 OPTIMIZERS = ("adam", "hyperadam", "hyperadam:whole", "rnnprop", "rnnprop:whole", "dm_optimizer",
-              "dm_optimizer:whole", "l2o_scale")
+              "dm_optimizer:whole", "l2o_scale", "l2o_scale:whole")
 
 
 def make_optimizer(name: str, state_dtype=None) -> optax.GradientTransformation:
@@ -196,7 +196,7 @@ def main(argv=None):
         adam = None
         for name in names:
             tx = make_optimizer(name, dtype)
-            blocked = name not in ("adam", "l2o_scale") and ":" not in name
+            blocked = name != "adam" and ":" not in name
             r = measure(tx, params, args.repeats,
                         make_optimizer(name + ":whole", dtype) if blocked else None)
             adam = r["update"] if name == "adam" else adam

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hyperadam_optax.optimizers.blocks import map_rows_in_place, resolve_block_rows, use_blocks
 from hyperadam_optax.optimizers.coordinatewise import (
     check_float_leaves,
     check_meta_params,
@@ -228,8 +229,62 @@ def _leaf_mean(x):
     return jnp.sum(x, axis=tuple(range(x.ndim - 1))) / max(math.prod(x.shape[:-1]), 1)
 
 
+def _step_and_log_lr(direction, log_lr, h, lr_momentum, w):
+    """Eq. 7-8: the step ``exp(l' + c) · δ`` and the kept log rate ``m l + (1-m) l'``."""
+    step_log_lr = clip_straight_through(log_lr + h @ w.lr_w + w.lr_b, LOG_LR_CLIP)
+    new_log_lr = lr_momentum * log_lr + (1 - lr_momentum) * step_log_lr
+    return jnp.exp(step_log_lr + w.lr_offset) * direction, new_log_lr
+
+
+def _leaf_step_by_blocks(g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w,
+                         cdt, block_rows):
+    """One leaf's step as the whole-leaf path takes it, in two passes over blocks of rows in
+    place (:mod:`~hyperadam_optax.optimizers.blocks`): the moments and the Parameter GRU,
+    summing ``[h, x]`` (the Tensor GRU's input) and ``δ²`` (its RMS); then the step and the
+    log rate. Returns the Tensor GRU's input, the step and the new (momentum, ms, log_lr, h)."""
+    n = g.size
+    as_rows = [momentum.reshape(n, -1), ms.reshape(n, -1), h.reshape(n, -1)]
+
+    def direction_of(h, momentum, ms):
+        scaled = jnp.arcsinh(momentum / jnp.sqrt(ms + 1e-16))  # as _features computes it
+        return h @ w.update_w + scaled @ w.shortcut_w
+
+    def moments_and_gru(blocks, inputs, valid):
+        momentum, ms, h = (b.astype(cdt) for b in blocks)
+        gi, log_lr = (x.astype(cdt) for x in inputs)
+        momentum, ms, _, x = _features(gi, momentum, ms, log_lr, h, first, mean_log_lr, w)
+        h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w, w.param_cand_b,
+                     trailing(bias, h.ndim))
+        keep = valid[:, None]
+        direction = direction_of(h, momentum, ms)
+        return (momentum, ms, h), (
+            jnp.sum(jnp.where(keep, jnp.concatenate([h, x], axis=-1), 0.0), axis=0),
+            jnp.sum(jnp.where(valid, jnp.square(direction), 0.0)))
+
+    width = h.shape[-1] + 3 * momentum.shape[-1]  # [h, x]: P + 3K
+    (momentum, ms, h), (sum_hx, sum_sq) = map_rows_in_place(
+        moments_and_gru, as_rows, [g.reshape(n), log_lr.reshape(n)], block_rows,
+        (jnp.zeros((width,), cdt), jnp.zeros((), cdt)))
+    rms = jnp.sqrt(sum_sq / n + 1e-16)
+
+    def step_and_log_lr(blocks, inputs, valid):
+        h, momentum, ms = (x.astype(cdt) for x in inputs)
+        direction = direction_of(h, momentum, ms) / rms
+        step, new_log_lr = _step_and_log_lr(direction, blocks[0].astype(cdt), h, lr_momentum, w)
+        return (new_log_lr, step), 0.0
+
+    (new_log_lr, step), _ = map_rows_in_place(
+        step_and_log_lr, [log_lr.reshape(n), jnp.zeros(n, g.dtype)], [h, momentum, ms],
+        block_rows, 0.0)
+    leaf = g.shape
+    return (sum_hx / n, step.reshape(leaf),
+            [momentum.reshape(leaf + (-1,)), ms.reshape(leaf + (-1,)), new_log_lr.reshape(leaf),
+             h.reshape(leaf + (-1,))])
+
+
 def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = math.log(1e-3),
-                       state_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
+                       state_dtype: Any = None, block_rows: int | None = None
+                       ) -> optax.GradientTransformationExtraArgs:
     r"""L2O-Scale's step ``exp(l'_t + c) · δ_t`` (paper Eq. 5, 7, 8, 10-13; the authors' code).
 
     Per coordinate: the moments and inputs ``x`` of :func:`_features`; the Parameter GRU
@@ -244,6 +299,9 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
     the Global RNN see all of them: inside ``optax.partition`` or ``optax.masked`` "the
     problem" is the leaves routed here. ``initial_log_lr``: every coordinate's starting log
     rate (module docstring), finite and within ±33; sane: about log(1e-6) to log(1).
+    ``block_rows``: a leaf of at least 8 blocks of this many coordinates is updated block by
+    block, in place (:mod:`~hyperadam_optax.optimizers.blocks`; the same arithmetic);
+    ``None``: 8,192 in a single-device CPU process, else 0 (off).
     Returns ``+`` the step: :func:`l2o_scale` negates it.
     """
     sizes = check_meta_params(meta_params, L2OScaleParams, SIZE_FIELDS, l2o_scale_shapes)
@@ -252,6 +310,7 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
         raise ValueError(f"initial_log_lr must be finite and within ±{LOG_LR_CLIP} (the clip of "
                          "the log rate); sane values are about log(1e-6) to log(1), steps of "
                          f"1e-6 to 1 per unit-RMS direction; got {initial_log_lr!r}")
+    resolve_block_rows(block_rows)  # refuse a bad value now; the default is read at trace time
     mp = meta_params
     #: The per-tensor and global states' dtype: float32, or the meta-parameters' if wider.
     level_dtype = compute_dtype([], mp)
@@ -295,27 +354,32 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
         param_bias_global = glob @ w.global_to_param_w + w.global_to_param_b
         tensor_bias = glob @ w.global_to_tensor_w + w.global_to_tensor_b
         lr_momentum = sigmoid(w.lr_momentum_logit)
+        rows_per_block = resolve_block_rows(block_rows)
 
         steps, new_fields, new_tensors = [], [], []
         for g, momentum, ms, log_lr, h, tensor in zip(grads, *fields):
             sd = momentum.dtype
-            momentum, ms, log_lr, h = (a.astype(cdt) for a in (momentum, ms, log_lr, h))
             tensor = tensor.astype(cdt)
-            momentum, ms, scaled, x = _features(g.astype(cdt), momentum, ms, log_lr, h, first,
-                                                mean_log_lr, w)
             bias = tensor @ w.tensor_to_param_w + w.tensor_to_param_b + param_bias_global
-            h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w, w.param_cand_b,
-                         trailing(bias, h.ndim))
-            tensor_in = _leaf_mean(jnp.concatenate([h, x], axis=-1))
+            if use_blocks(g.size, rows_per_block):
+                tensor_in, step, new = _leaf_step_by_blocks(
+                    g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w, cdt,
+                    rows_per_block)
+            else:
+                momentum, ms, log_lr, h = (a.astype(cdt) for a in (momentum, ms, log_lr, h))
+                momentum, ms, scaled, x = _features(g.astype(cdt), momentum, ms, log_lr, h,
+                                                    first, mean_log_lr, w)
+                h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w,
+                             w.param_cand_b, trailing(bias, h.ndim))
+                tensor_in = _leaf_mean(jnp.concatenate([h, x], axis=-1))
+                direction = h @ w.update_w + scaled @ w.shortcut_w
+                rms = jnp.sqrt(jnp.sum(jnp.square(direction)) / max(direction.size, 1) + 1e-16)
+                step, log_lr = _step_and_log_lr(direction / rms, log_lr, h, lr_momentum, w)
+                step, new = step.astype(g.dtype), [a.astype(sd) for a in (momentum, ms, log_lr, h)]
             new_tensors.append(bias_gru(tensor_in, tensor, w.tensor_gate_w, w.tensor_gate_b,
                                         w.tensor_cand_w, w.tensor_cand_b, tensor_bias))
-            direction = h @ w.update_w + scaled @ w.shortcut_w
-            rms = jnp.sqrt(jnp.sum(jnp.square(direction)) / max(direction.size, 1) + 1e-16)
-            direction = direction / rms
-            step_log_lr = clip_straight_through(log_lr + h @ w.lr_w + w.lr_b, LOG_LR_CLIP)
-            log_lr = lr_momentum * log_lr + (1 - lr_momentum) * step_log_lr
-            steps.append((jnp.exp(step_log_lr + w.lr_offset) * direction).astype(g.dtype))
-            new_fields.append([a.astype(sd) for a in (momentum, ms, log_lr, h)])
+            steps.append(step)
+            new_fields.append(new)
 
         glob = bias_gru(jnp.mean(jnp.stack(new_tensors), axis=0), glob, w.global_gate_w,
                         w.global_gate_b, w.global_cand_w, w.global_cand_b,
@@ -330,8 +394,8 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
 
 def l2o_scale(learning_rate: optax.ScalarOrSchedule = 1.0,
               meta_params: L2OScaleParams | None = None, *,
-              initial_log_lr: float = math.log(1e-3), state_dtype: Any = None
-              ) -> optax.GradientTransformationExtraArgs:
+              initial_log_lr: float = math.log(1e-3), state_dtype: Any = None,
+              block_rows: int | None = None) -> optax.GradientTransformationExtraArgs:
     """L2O-Scale: ``w -= learning_rate · exp(l' + c) · δ``; ``learning_rate = 1`` is the paper's
     step (the step length is the optimizer's own output).
 
@@ -340,7 +404,7 @@ def l2o_scale(learning_rate: optax.ScalarOrSchedule = 1.0,
     """
     require_meta_params(meta_params, "l2o_scale")
     return optax.chain(scale_by_l2o_scale(meta_params, initial_log_lr=initial_log_lr,
-                                          state_dtype=state_dtype),
+                                          state_dtype=state_dtype, block_rows=block_rows),
                        optax.scale_by_learning_rate(learning_rate))
 
 

@@ -46,7 +46,7 @@ def test_map_rows_in_place_refuses_fewer_rows_than_a_block():
         map_rows_in_place(lambda b, i, v: (b, 0.0), [jnp.zeros(5)], [], 8, 0.0)
 
 
-@pytest.mark.parametrize("name", ["hyperadam", "rnnprop", "dm_optimizer"])
+@pytest.mark.parametrize("name", ["hyperadam", "rnnprop", "dm_optimizer", "l2o_scale"])
 @pytest.mark.parametrize("bad", [-1, 2.5, True, "8"])
 def test_bad_block_rows_are_refused_naming_the_argument(name, bad):
     with pytest.raises(ValueError, match="block_rows must be None"):
@@ -90,20 +90,23 @@ def _run(tx, params, steps=6, seed=3):
     return u, state
 
 
-BLOCKED_OPTIMIZERS = ("hyperadam", "rnnprop", "dm_optimizer")
+BLOCKED_OPTIMIZERS = ("hyperadam", "rnnprop", "dm_optimizer", "l2o_scale")
 
 
 @pytest.mark.parametrize("name", BLOCKED_OPTIMIZERS)
 def test_blocked_leaves_mixed_with_whole_leaves_take_the_same_steps(name):
     """The shipped weights on a tree of a blocked leaf, a blocked 2-D leaf and a small whole
-    leaf (HyperAdam's global norms span both kinds): updates and every state field equal to
-    float32 rounding after 6 steps."""
+    leaf (HyperAdam's global norms, L2O-Scale's mean log rate and Global RNN span both
+    kinds): updates and every state field equal to float32 rounding after 6 steps."""
     params = {"big": jnp.zeros((1000,)), "mat": jnp.zeros((60, 7)), "small": jnp.zeros((5,))}
     make = getattr(ha, name)
     whole = _run(make(block_rows=0), params)
     blocked = _run(make(block_rows=32), params)
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(blocked)):
-        np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-7)
+        # Relative to each field's size: sums over blocks round in another order, and a
+        # recurrent state carries that rounding on through 6 steps.
+        scale = float(jnp.max(jnp.abs(a.astype(jnp.float32)))) + 1e-12
+        assert float(jnp.max(jnp.abs(b.astype(jnp.float32) - a))) <= 2e-5 * scale
 
 
 def test_blocked_bfloat16_state_stays_within_bfloat16_rounding():
@@ -118,17 +121,21 @@ def test_blocked_bfloat16_state_stays_within_bfloat16_rounding():
 
 @pytest.mark.parametrize("name", BLOCKED_OPTIMIZERS)
 def test_blocked_update_has_no_leaf_sized_temporaries(name):
-    """XLA's own buffer accounting of the compiled update: the whole-leaf path needs more
-    temporary memory than the state itself, the blocked path under a tenth of it."""
-    params = {"w": jax.ShapeDtypeStruct((1 << 16,), jnp.float32)}
-    temp = {}
-    for rows in (0, 1024):
-        tx = getattr(ha, name)(block_rows=rows)
-        state = jax.eval_shape(tx.init, params)
-        compiled = jax.jit(tx.update, donate_argnums=(1,)).lower(params, state).compile()
-        temp[rows] = compiled.memory_analysis().temp_size_in_bytes
-        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    assert temp[0] > state_bytes > 10 * temp[1024], (temp, state_bytes)
+    """XLA's own buffer accounting of the compiled update at 2^16 and 2^17 coordinates: the
+    whole-leaf path's temporary memory doubles with the leaf and exceeds the state; the
+    blocked path's stays the same (one block's) and below the state."""
+    temp, state_bytes = {}, {}
+    for n in (1 << 16, 1 << 17):
+        params = {"w": jax.ShapeDtypeStruct((n,), jnp.float32)}
+        for rows in (0, 1024):
+            tx = getattr(ha, name)(block_rows=rows)
+            state = jax.eval_shape(tx.init, params)
+            compiled = jax.jit(tx.update, donate_argnums=(1,)).lower(params, state).compile()
+            temp[rows, n] = compiled.memory_analysis().temp_size_in_bytes
+            state_bytes[n] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    small, large = 1 << 16, 1 << 17
+    assert temp[0, large] >= 1.9 * temp[0, small] and temp[0, small] > state_bytes[small], temp
+    assert temp[1024, large] <= 1.05 * temp[1024, small] < state_bytes[small], temp
 
 
 def test_blocked_path_under_vmap_and_grad_equals_the_whole_leaf_path():
