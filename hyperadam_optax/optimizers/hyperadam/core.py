@@ -301,8 +301,8 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
 
     moments = list(zip(ms, vs, bhs, ghs)) if sign_agreement else [()] * len(grads)
     s, c, ss_blocked = [], [], jnp.zeros((j,), cdt)
-    for gi, hi, ci, mom, by_blocks in zip(grads, hs, cs, moments, blocked):
-        if not by_blocks:
+    for gi, hi, ci, mom, blocked_leaf in zip(grads, hs, cs, moments, blocked):
+        if not blocked_leaf:
             si, ci = state_cell(gi, hi, ci, *mom)
             s.append(si)
             c.append(ci)
@@ -321,7 +321,7 @@ def _hyperadam_step(mp: HyperAdamParams, grads, ms, vs, bhs, ghs, hs, cs, *, eps
     # AdamCell decay rates (Eq. 4-5) and WeightCell (Eq. 6). The column normalisation
     # nrm(a) = a / ||a[..., j]|| is folded into the kernels' rows, and θ_u, θ_r, θ_q share
     # two fused matmuls: m @ [θ_u|θ_r]_m and s @ [θ_u|θ_r|θ_q]_s.
-    plain_s = [si for si, by_blocks in zip(s, blocked) if not by_blocks]
+    plain_s = [si for si, blocked_leaf in zip(s, blocked) if not blocked_leaf]
     rs = jax.lax.rsqrt(sum_sq(plain_s, keep_last=True) + ss_blocked + NORM_EPS) * to_unit
     theta_ur = jnp.concatenate([mp.theta_u, mp.theta_r], axis=1)
     w_m = theta_ur[:j] * rm[:, None]
