@@ -2,7 +2,8 @@
 
 Each file (``save_meta_params`` or a run's checkpoint) is scored with the evaluator of
 ``meta-train --validate-on validation --validation-tasks 8 --validation-metric final
---trajectory STEPS`` (``--steps``, default 200): the mean over the five ``val-*`` families
+--trajectory STEPS`` (``--steps``, default 200; ``--metric mean`` scores the mean loss over the
+run instead of the final one): the mean over the five ``val-*`` families
 of the log of the mean final loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number
 here equals the run's ``validation_loss`` for the same weights. ``--reset-from START
 --reset PARTS`` first puts PARTS of each file back to START's values, an ablation that asks
@@ -22,7 +23,7 @@ import numpy as np
 from hyperadam_optax.io import load_weights_or_checkpoint, make_kwargs_of
 from hyperadam_optax.meta.learned import learned_optimizer
 from hyperadam_optax.meta.trainable import trainable_mask
-from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
+from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
 from hyperadam_optax.optimizers.hyperadam import gate_columns
 from hyperadam_optax.tasks.registry import build_families, ensemble_members
 
@@ -55,6 +56,8 @@ def main(argv=None):
     p.add_argument("--normalization", default="global_rms",
                    help="for files that record no alias arguments (old checkpoints)")
     p.add_argument("--steps", type=int, default=200, help="the run's --trajectory")
+    p.add_argument("--metric", default="final", choices=VALIDATION_METRICS,
+                   help="the run's --validation-metric")
     p.add_argument("--reset-from", default=None, metavar="START")
     p.add_argument("--reset", default=None, metavar="PARTS",
                    help="clock and/or blocks like theta_q[1:], comma-separated")
@@ -76,7 +79,7 @@ def main(argv=None):
             learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)
             evaluators[key] = [jax.jit(make_evaluator(
                 learned, families[n], num_tasks=8, steps=args.steps, seed=VALIDATION_SEED,
-                metric="final")) for n in names]
+                metric=args.metric)) for n in names]
         scores = [float(e(theta)) for e in evaluators[key]]
         print(f"{path}: {np.mean(np.log(scores)):.4f} (" + ", ".join(
             f"{n} {s:.4g}" for n, s in zip(names, scores)) + ")")

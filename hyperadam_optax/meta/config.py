@@ -6,7 +6,7 @@ import dataclasses
 
 from hyperadam_optax.meta.trainable import parse_entry
 
-META_LOSSES = ("mean", "last", "sum", "log_ratio", "final", "log_final")
+META_LOSSES = ("mean", "last", "sum", "log_ratio", "log_ratio_late", "final", "log_final")
 #: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
 ESTIMATORS = ("tbptt", "full", "es", "pes")
 #: The estimators that perturb the meta-parameters (their slots are ``num_particles`` pairs).
@@ -47,7 +47,10 @@ class MetaTrainConfig:
         task runs ``trajectory`` steps.
       meta_loss: ``"mean"`` of the pre-update losses of a truncation, ``"last"`` loss,
         ``"sum"``, or ``"log_ratio"``: mean of ``log(f_t / (f_0 + 1e-6) + 1e-6)`` with f_0 the
-        trajectory's first loss (Wichrowska et al. 2017), or ``"final"``: the loss of the
+        trajectory's first loss (Wichrowska et al. 2017), or ``"log_ratio_late"``: the same
+        terms counted only for the steps of the trajectory's second half (``t >= trajectory /
+        2``; 0 for the others), so the late losses users score are rewarded rather than a long
+        fast phase, with half of the truncations still carrying a signal, or ``"final"``: the loss of the
         truncation's final parameters averaged over the minibatches it saw (the evaluation
         protocol's score, :func:`tasks.final_loss`, per truncation), or ``"log_final"``:
         ``log(final / (f_0 + 1e-6) + 1e-6)`` in the truncation that ends the trajectory and 0

@@ -77,10 +77,11 @@ def all_finite(tree) -> jax.Array:
 
 
 def meta_loss(kind: str, losses: jax.Array, first_loss: jax.Array, final,
-              ends_trajectory: jax.Array) -> jax.Array:
+              ends_trajectory: jax.Array, late: jax.Array) -> jax.Array:
     """The truncation's meta-loss of ``kind`` (:class:`MetaTrainConfig`); ``final()`` computes
     the protocol's final loss only when asked for; ``ends_trajectory``: this truncation's
-    last step is its trajectory's last."""
+    last step is its trajectory's last; ``late``: which of ``losses`` were taken in the
+    trajectory's second half."""
     if kind == "mean":
         return jnp.mean(losses)
     if kind == "last":
@@ -91,6 +92,8 @@ def meta_loss(kind: str, losses: jax.Array, first_loss: jax.Array, final,
         return final()
     if kind == "log_ratio":
         return jnp.mean(jnp.log(losses / (first_loss + 1e-6) + 1e-6))
+    if kind == "log_ratio_late":
+        return jnp.mean(jnp.where(late, jnp.log(losses / (first_loss + 1e-6) + 1e-6), 0.0))
     if kind == "log_final":
         return jnp.where(ends_trajectory, jnp.log(final() / (first_loss + 1e-6) + 1e-6), 0.0)
     raise ValueError(f"meta_loss must be one of {META_LOSSES}, got {kind!r}")
@@ -119,7 +122,8 @@ def truncation(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrai
     first_loss = jnp.where(starts, jax.lax.stop_gradient(losses[0]), slot.first_loss)
     loss = meta_loss(config.meta_loss or optimizer.meta_loss, losses, first_loss,
                      lambda: final_loss(family, params, slot.task, keys[: config.unroll]),
-                     slot.step + config.unroll >= config.trajectory)
+                     slot.step + config.unroll >= config.trajectory,
+                     2 * (slot.step + jnp.arange(config.unroll)) >= config.trajectory)
     carried = TaskSlot(slot.task, params, opt_state, slot.step + config.unroll, first_loss,
                        keys[-1])
     fresh = fresh_slot(optimizer, family, jax.lax.stop_gradient(meta_params), keys[-2],

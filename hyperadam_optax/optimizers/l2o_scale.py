@@ -177,18 +177,32 @@ class L2OScaleState(NamedTuple):
     global_state: jax.Array
 
 
+def _dot(w, x):
+    """``Σ_i w[i] x[i]`` over the leading (feature) axis of ``x``: ``w`` ``(F,)`` or ``(F, M)``
+    against ``x`` ``(F, rows...)`` gives ``(rows...)`` or ``(M, rows...)``."""
+    return jnp.tensordot(w, x, axes=(0, 0))
+
+
+def _leading(v, ndim: int):
+    """``v`` of shape ``(k,)`` as ``(k, 1, ..., 1)`` with ``ndim`` axes."""
+    return v.reshape(v.shape + (1,) * (ndim - 1))
+
+
 def bias_gru(x, h, gate_w, gate_b, cand_w, cand_b, bias):
     """The code's ``BiasGRUCell``: a GRU with an injected ``bias = [b_r, b_u, b_c]``.
 
     ``r, u = σ([x, h] W_g + b_g + [b_r, b_u])``, ``c = tanh([x, r·h] W_c + b_c + b_c')``,
-    ``h' = u·h + (1 - u)·c``; ``bias`` broadcasts against ``h``'s leading axes.
+    ``h' = u·h + (1 - u)·c``. Features first: ``x`` ``(F, rows...)``, ``h`` ``(n, rows...)``
+    (the rows of many coordinates, or none), ``bias`` ``(3n,)``; on a CPU this layout runs the
+    per-coordinate GRU about 3x faster than features last (a (rows, F) matrix times a small
+    one is slow there).
     """
-    n = h.shape[-1]
-    gates = sigmoid(jnp.concatenate([x, h], -1) @ gate_w + trailing(gate_b, h.ndim)
-                    + bias[..., :2 * n])
-    r, u = gates[..., :n], gates[..., n:]
-    c = jnp.tanh(jnp.concatenate([x, r * h], -1) @ cand_w + trailing(cand_b, h.ndim)
-                 + bias[..., 2 * n:])
+    n = h.shape[0]
+    gates = sigmoid(_dot(gate_w, jnp.concatenate([x, h], 0))
+                    + _leading(gate_b + bias[:2 * n], h.ndim))
+    r, u = gates[:n], gates[n:]
+    c = jnp.tanh(_dot(cand_w, jnp.concatenate([x, r * h], 0))
+                 + _leading(cand_b + bias[2 * n:], h.ndim))
     return u * h + (1 - u) * c
 
 
@@ -198,7 +212,9 @@ def clip_straight_through(x, bound: float):
 
 
 def _features(g, momentum, ms, log_lr, h, first, mean_log_lr, w):
-    """Eq. 1-4 for one leaf: the new moments and the Parameter RNN's ``3K`` inputs.
+    """Eq. 1-4 for one leaf: the new moments and the Parameter RNN's ``3K`` inputs, features
+    first (``momentum``, ``ms`` ``(K, rows...)``, ``h`` ``(P, rows...)``, ``g`` and ``log_lr``
+    ``(rows...)``).
 
     Decays come from the previous state ``h``: ``d_1 = σ(h·w_d + b_d)``,
     ``d_{i+1} = sqrt(d_i)``; ``s = σ(h·w_s + b_s)`` (0 at the first step). Then
@@ -206,80 +222,61 @@ def _features(g, momentum, ms, log_lr, h, first, mean_log_lr, w):
     ``asinh(a_i / sqrt(ms_i + 1e-16))`` (K), their neighbours' products (K-1),
     ``log(ms_i + 1e-16)`` minus its mean over i (K), ``log_lr`` minus its problem mean (1).
     """
-    k = momentum.shape[-1]
-    d1 = sigmoid(h @ w.decay_w + w.decay_b)
-    decays = jnp.stack([d1 ** (0.5 ** i) for i in range(k)], axis=-1)
-    s = jnp.where(first, 0.0, sigmoid(h @ w.ms_decay_w + w.ms_decay_b))[..., None]
-    momentum = (1 - decays) * g[..., None] + decays * momentum
+    decays = [sigmoid(_dot(w.decay_w, h) + w.decay_b)]
+    for _ in range(momentum.shape[0] - 1):
+        decays.append(jnp.sqrt(decays[-1]))
+    decays = jnp.stack(decays)
+    s = jnp.where(first, 0.0, sigmoid(_dot(w.ms_decay_w, h) + w.ms_decay_b))[None]
+    momentum = (1 - decays) * g[None] + decays * momentum
     ms = (1 - s) * (jnp.square(momentum) + 1e-12) + s * ms
     scaled = jnp.arcsinh(momentum / jnp.sqrt(ms + 1e-16))
     log_ms = jnp.log(ms + 1e-16)
     x = jnp.concatenate([
         scaled,
-        scaled[..., :-1] * scaled[..., 1:],
-        log_ms - jnp.mean(log_ms, axis=-1, keepdims=True),
-        (log_lr - mean_log_lr)[..., None],
-    ], axis=-1)
+        scaled[:-1] * scaled[1:],
+        log_ms - jnp.mean(log_ms, axis=0, keepdims=True),
+        (log_lr - mean_log_lr)[None],
+    ], axis=0)
     return momentum, ms, scaled, x
 
 
-def _leaf_mean(x):
-    """Mean over a leaf's coordinates (every axis but the trailing feature axis); 0 for a leaf
-    with no coordinates."""
-    return jnp.sum(x, axis=tuple(range(x.ndim - 1))) / max(math.prod(x.shape[:-1]), 1)
-
-
-def _step_and_log_lr(direction, log_lr, h, lr_momentum, w):
-    """Eq. 7-8: the step ``exp(l' + c) · δ`` and the kept log rate ``m l + (1-m) l'``."""
-    step_log_lr = clip_straight_through(log_lr + h @ w.lr_w + w.lr_b, LOG_LR_CLIP)
+def _per_coordinate(g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w):
+    """Eq. 1-4, the Parameter GRU and Eq. 7-8, features first: the new ``(momentum, ms, h,
+    log_lr)``, the Tensor GRU's input terms ``[h, x]``, the direction ``δ`` before its RMS
+    (Eq. 5) and the step before it, ``exp(l' + c) · δ`` with ``l' = clip(l + h·w_l + b_l)``;
+    the kept log rate is ``m l + (1-m) l'``."""
+    momentum, ms, scaled, x = _features(g, momentum, ms, log_lr, h, first, mean_log_lr, w)
+    h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w, w.param_cand_b, bias)
+    direction = _dot(w.update_w, h) + _dot(w.shortcut_w, scaled)
+    step_log_lr = clip_straight_through(log_lr + _dot(w.lr_w, h) + w.lr_b, LOG_LR_CLIP)
     new_log_lr = lr_momentum * log_lr + (1 - lr_momentum) * step_log_lr
-    return jnp.exp(step_log_lr + w.lr_offset) * direction, new_log_lr
+    return ((momentum, ms, h, new_log_lr), jnp.concatenate([h, x], 0), direction,
+            jnp.exp(step_log_lr + w.lr_offset) * direction)
 
 
-def _leaf_step_by_blocks(g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w,
-                         cdt, block_rows):
-    """One leaf's step as the whole-leaf path takes it, in two passes over blocks of rows in
-    place (:mod:`~hyperadam_optax.optimizers.blocks`): the moments and the Parameter GRU,
-    summing ``[h, x]`` (the Tensor GRU's input) and ``δ²`` (its RMS); then the step and the
-    log rate. Returns the Tensor GRU's input, the step and the new (momentum, ms, log_lr, h)."""
+def _leaf_by_blocks(g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w, cdt,
+                    block_rows):
+    """:func:`_per_coordinate` of one leaf over blocks of rows in place
+    (:mod:`~hyperadam_optax.optimizers.blocks`), each block turned features first, summing
+    ``[h, x]`` (the Tensor GRU's input) and ``δ²`` (its RMS). Returns the new ``(momentum,
+    ms, h, log_lr)`` (features last), the two sums and the step before the RMS."""
     n = g.size
-    as_rows = [momentum.reshape(n, -1), ms.reshape(n, -1), h.reshape(n, -1)]
+    width = h.shape[-1] + 3 * momentum.shape[-1]  # [h, x]: P + 3K
 
-    def direction_of(h, momentum, ms):
-        scaled = jnp.arcsinh(momentum / jnp.sqrt(ms + 1e-16))  # as _features computes it
-        return h @ w.update_w + scaled @ w.shortcut_w
-
-    def moments_and_gru(blocks, inputs, valid):
-        momentum, ms, h = (b.astype(cdt) for b in blocks)
-        gi, log_lr = (x.astype(cdt) for x in inputs)
-        momentum, ms, _, x = _features(gi, momentum, ms, log_lr, h, first, mean_log_lr, w)
-        h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w, w.param_cand_b,
-                     trailing(bias, h.ndim))
-        keep = valid[:, None]
-        direction = direction_of(h, momentum, ms)
-        return (momentum, ms, h), (
-            jnp.sum(jnp.where(keep, jnp.concatenate([h, x], axis=-1), 0.0), axis=0),
+    def block(blocks, inputs, valid):
+        momentum, ms, h = (b.astype(cdt).T for b in blocks[:3])
+        new, hx, direction, step = _per_coordinate(
+            inputs[0].astype(cdt), momentum, ms, blocks[3].astype(cdt), h, bias, first,
+            mean_log_lr, lr_momentum, w)
+        return [a.T for a in new[:3]] + [new[3], step], (
+            jnp.sum(jnp.where(valid[None], hx, 0.0), axis=1),
             jnp.sum(jnp.where(valid, jnp.square(direction), 0.0)))
 
-    width = h.shape[-1] + 3 * momentum.shape[-1]  # [h, x]: P + 3K
-    (momentum, ms, h), (sum_hx, sum_sq) = map_rows_in_place(
-        moments_and_gru, as_rows, [g.reshape(n), log_lr.reshape(n)], block_rows,
-        (jnp.zeros((width,), cdt), jnp.zeros((), cdt)))
-    rms = jnp.sqrt(sum_sq / n + 1e-16)
-
-    def step_and_log_lr(blocks, inputs, valid):
-        h, momentum, ms = (x.astype(cdt) for x in inputs)
-        direction = direction_of(h, momentum, ms) / rms
-        step, new_log_lr = _step_and_log_lr(direction, blocks[0].astype(cdt), h, lr_momentum, w)
-        return (new_log_lr, step), 0.0
-
-    (new_log_lr, step), _ = map_rows_in_place(
-        step_and_log_lr, [log_lr.reshape(n), jnp.zeros(n, g.dtype)], [h, momentum, ms],
-        block_rows, 0.0)
-    leaf = g.shape
-    return (sum_hx / n, step.reshape(leaf),
-            [momentum.reshape(leaf + (-1,)), ms.reshape(leaf + (-1,)), new_log_lr.reshape(leaf),
-             h.reshape(leaf + (-1,))])
+    fields = [momentum.reshape(n, -1), ms.reshape(n, -1), h.reshape(n, -1), log_lr.reshape(n),
+              jnp.zeros(n, cdt)]
+    (momentum, ms, h, log_lr, step), sums = map_rows_in_place(
+        block, fields, [g.reshape(n)], block_rows, (jnp.zeros((width,), cdt), jnp.zeros((), cdt)))
+    return (momentum, ms, h, log_lr), sums, step
 
 
 def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = math.log(1e-3),
@@ -358,28 +355,31 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
 
         steps, new_fields, new_tensors = [], [], []
         for g, momentum, ms, log_lr, h, tensor in zip(grads, *fields):
-            sd = momentum.dtype
+            sd, leaf, n = momentum.dtype, g.shape, g.size
             tensor = tensor.astype(cdt)
             bias = tensor @ w.tensor_to_param_w + w.tensor_to_param_b + param_bias_global
-            if use_blocks(g.size, rows_per_block):
-                tensor_in, step, new = _leaf_step_by_blocks(
+            if use_blocks(n, rows_per_block):
+                new, (sum_hx, sum_sq), step = _leaf_by_blocks(
                     g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_momentum, w, cdt,
                     rows_per_block)
-            else:
-                momentum, ms, log_lr, h = (a.astype(cdt) for a in (momentum, ms, log_lr, h))
-                momentum, ms, scaled, x = _features(g.astype(cdt), momentum, ms, log_lr, h,
-                                                    first, mean_log_lr, w)
-                h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w,
-                             w.param_cand_b, trailing(bias, h.ndim))
-                tensor_in = _leaf_mean(jnp.concatenate([h, x], axis=-1))
-                direction = h @ w.update_w + scaled @ w.shortcut_w
-                rms = jnp.sqrt(jnp.sum(jnp.square(direction)) / max(direction.size, 1) + 1e-16)
-                step, log_lr = _step_and_log_lr(direction / rms, log_lr, h, lr_momentum, w)
-                step, new = step.astype(g.dtype), [a.astype(sd) for a in (momentum, ms, log_lr, h)]
-            new_tensors.append(bias_gru(tensor_in, tensor, w.tensor_gate_w, w.tensor_gate_b,
-                                        w.tensor_cand_w, w.tensor_cand_b, tensor_bias))
-            steps.append(step)
-            new_fields.append(new)
+                new = [a.reshape(leaf + (-1,)) for a in new[:3]] + [new[3].reshape(leaf)]
+                step = step.reshape(leaf)
+            else:  # features first, then back to the state's features-last layout
+                new, hx, direction, step = _per_coordinate(
+                    g.astype(cdt), *(jnp.moveaxis(a.astype(cdt), -1, 0) for a in (momentum, ms)),
+                    log_lr.astype(cdt), jnp.moveaxis(h.astype(cdt), -1, 0), bias, first,
+                    mean_log_lr, lr_momentum, w)
+                new = [jnp.moveaxis(a, 0, -1) for a in new[:3]] + [new[3]]
+                sum_hx = jnp.sum(hx, axis=tuple(range(1, hx.ndim)))
+                sum_sq = jnp.sum(jnp.square(direction))
+            # Eq. 5: the direction over its RMS on the leaf; the Tensor GRU on the leaf's mean
+            # of [h, x] (0 for a leaf with no coordinates).
+            steps.append((step / jnp.sqrt(sum_sq / max(n, 1) + 1e-16)).astype(g.dtype))
+            new_tensors.append(bias_gru(sum_hx / max(n, 1), tensor, w.tensor_gate_w,
+                                        w.tensor_gate_b, w.tensor_cand_w, w.tensor_cand_b,
+                                        tensor_bias))
+            momentum, ms, h, log_lr = new
+            new_fields.append([a.astype(sd) for a in (momentum, ms, log_lr, h)])
 
         glob = bias_gru(jnp.mean(jnp.stack(new_tensors), axis=0), glob, w.global_gate_w,
                         w.global_gate_b, w.global_cand_w, w.global_cand_b,
