@@ -37,7 +37,7 @@ from hyperadam_optax.optimizers.coordinatewise import (
     state_dtype_for,
     zeros_state,
 )
-from hyperadam_optax.optimizers.lstm import sigmoid, trailing
+from hyperadam_optax.optimizers.lstm import contract_features, leading, sigmoid, trailing
 from hyperadam_optax.optimizers.spec import OptimizerSpec, TrainingRecipe, require_meta_params
 
 #: The code's clipping range of the log learning rate.
@@ -177,17 +177,6 @@ class L2OScaleState(NamedTuple):
     global_state: jax.Array
 
 
-def _dot(w, x):
-    """``Σ_i w[i] x[i]`` over the leading (feature) axis of ``x``: ``w`` ``(F,)`` or ``(F, M)``
-    against ``x`` ``(F, rows...)`` gives ``(rows...)`` or ``(M, rows...)``."""
-    return jnp.tensordot(w, x, axes=(0, 0))
-
-
-def _leading(v, ndim: int):
-    """``v`` of shape ``(k,)`` as ``(k, 1, ..., 1)`` with ``ndim`` axes."""
-    return v.reshape(v.shape + (1,) * (ndim - 1))
-
-
 def bias_gru(x, h, gate_w, gate_b, cand_w, cand_b, bias):
     """The code's ``BiasGRUCell``: a GRU with an injected ``bias = [b_r, b_u, b_c]``.
 
@@ -198,11 +187,11 @@ def bias_gru(x, h, gate_w, gate_b, cand_w, cand_b, bias):
     one is slow there).
     """
     n = h.shape[0]
-    gates = sigmoid(_dot(gate_w, jnp.concatenate([x, h], 0))
-                    + _leading(gate_b + bias[:2 * n], h.ndim))
+    gates = sigmoid(contract_features(gate_w, jnp.concatenate([x, h], 0))
+                    + leading(gate_b + bias[:2 * n], h.ndim))
     r, u = gates[:n], gates[n:]
-    c = jnp.tanh(_dot(cand_w, jnp.concatenate([x, r * h], 0))
-                 + _leading(cand_b + bias[2 * n:], h.ndim))
+    c = jnp.tanh(contract_features(cand_w, jnp.concatenate([x, r * h], 0))
+                 + leading(cand_b + bias[2 * n:], h.ndim))
     return u * h + (1 - u) * c
 
 
@@ -222,11 +211,11 @@ def _features(g, momentum, ms, log_lr, h, first, mean_log_lr, w):
     ``asinh(a_i / sqrt(ms_i + 1e-16))`` (K), their neighbours' products (K-1),
     ``log(ms_i + 1e-16)`` minus its mean over i (K), ``log_lr`` minus its problem mean (1).
     """
-    decays = [sigmoid(_dot(w.decay_w, h) + w.decay_b)]
+    decays = [sigmoid(contract_features(w.decay_w, h) + w.decay_b)]
     for _ in range(momentum.shape[0] - 1):
         decays.append(jnp.sqrt(decays[-1]))
     decays = jnp.stack(decays)
-    s = jnp.where(first, 0.0, sigmoid(_dot(w.ms_decay_w, h) + w.ms_decay_b))[None]
+    s = jnp.where(first, 0.0, sigmoid(contract_features(w.ms_decay_w, h) + w.ms_decay_b))[None]
     momentum = (1 - decays) * g[None] + decays * momentum
     ms = (1 - s) * (jnp.square(momentum) + 1e-12) + s * ms
     scaled = jnp.arcsinh(momentum / jnp.sqrt(ms + 1e-16))
@@ -247,8 +236,8 @@ def _per_coordinate(g, momentum, ms, log_lr, h, bias, first, mean_log_lr, lr_mom
     the kept log rate is ``m l + (1-m) l'``."""
     momentum, ms, scaled, x = _features(g, momentum, ms, log_lr, h, first, mean_log_lr, w)
     h = bias_gru(x, h, w.param_gate_w, w.param_gate_b, w.param_cand_w, w.param_cand_b, bias)
-    direction = _dot(w.update_w, h) + _dot(w.shortcut_w, scaled)
-    step_log_lr = clip_straight_through(log_lr + _dot(w.lr_w, h) + w.lr_b, LOG_LR_CLIP)
+    direction = contract_features(w.update_w, h) + contract_features(w.shortcut_w, scaled)
+    step_log_lr = clip_straight_through(log_lr + contract_features(w.lr_w, h) + w.lr_b, LOG_LR_CLIP)
     new_log_lr = lr_momentum * log_lr + (1 - lr_momentum) * step_log_lr
     return ((momentum, ms, h, new_log_lr), jnp.concatenate([h, x], 0), direction,
             jnp.exp(step_log_lr + w.lr_offset) * direction)
