@@ -114,6 +114,10 @@ def _add_meta_train(sub) -> None:
                     help="comma-separated fields of the meta-parameters that train, whole or "
                          "a block (e.g. theta_q,b_q or theta_q[1:] or theta_h[:,1:20]); the "
                          "others keep their initial values (default: all)")
+    mt.add_argument("--field-scale", default=None, metavar="FIELD=FACTOR,...", type=_names,
+                    help="comma-separated fields or blocks with a factor (e.g. "
+                         "theta_p=0.02,theta_u=0.02): their perturbations and meta-updates "
+                         "are multiplied by it (default: all 1)")
     mt.add_argument("--normalize-task-gradients", action="store_true",
                     help="scale each task's meta-gradient to norm 1 before the mean over "
                          "tasks (tbptt, full): chaotic tasks cannot outvote the others")
@@ -332,6 +336,7 @@ def _meta_train(args, argv) -> None:
                              meta_lr=args.meta_lr, clip_norm=args.clip_norm,
                              cosine_decay_steps=args.meta_steps if args.cosine_decay else None,
                              estimator=args.estimator, trainable=args.train_only,
+                             field_scales=args.field_scale,
                              **{k: v for k, v in given.items() if v is not None})
     init_options, options = _optimizer_options(args)
     optimizer = OptimizerChoice(args.optimizer, init=args.init, init_options=init_options,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hyperadam_optax.meta.trainable import parse_entry
+from hyperadam_optax.meta.trainable import parse_entry, parse_scale
 
 META_LOSSES = ("mean", "last", "sum", "log_ratio", "log_ratio_late", "final", "log_final")
 #: Meta-gradient estimators (``hyperadam_optax.meta.estimators``).
@@ -74,6 +74,10 @@ class MetaTrainConfig:
         ``("theta_q", "b_q")`` or ``("theta_q[1:]", "theta_h[:, 1:20]")``);
         the others keep their initial values and are not perturbed by ES/PES
         (:mod:`hyperadam_optax.meta.trainable`). ``None``: all.
+      field_scales: fields or blocks of the meta-parameters with a factor each, e.g.
+        ``("theta_p=0.02", "theta_u[:20]=0.02")``: their ES/PES perturbations and outer
+        updates are multiplied by it (the run trains ``φ`` in ``θ = θ_0 + factor · φ``,
+        :func:`~hyperadam_optax.meta.trainable.field_scales_tree`). ``None``: all 1.
       normalize_task_gradients: scale each task slot's meta-gradient, over the trainable
         entries, to norm 1 before the mean over slots (``tbptt`` and ``full``, whose
         per-task gradients are exact): every task gets one equal vote on the direction, so
@@ -98,6 +102,7 @@ class MetaTrainConfig:
     min_trajectory: int | None = None
     trainable: tuple[str, ...] | None = None
     normalize_task_gradients: bool = False
+    field_scales: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -132,6 +137,13 @@ class MetaTrainConfig:
                              f"{self.trainable!r}")
         for entry in self.trainable or ():
             parse_entry(entry)
+        if self.field_scales is not None and (
+                not isinstance(self.field_scales, tuple) or not self.field_scales
+                or not all(isinstance(n, str) for n in self.field_scales)):
+            raise ValueError(f"field_scales must be None or a non-empty tuple of FIELD=FACTOR "
+                             f"entries, got {self.field_scales!r}")
+        for entry in self.field_scales or ():
+            parse_scale(entry)
         for name in ("second_order", "remat", "normalize_task_gradients"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -163,11 +175,11 @@ class MetaTrainConfig:
         changed is refused. ``task_chunk`` is left out: it only schedules the same
         computation, so a run may resume on other hardware (the sums over slots then run in
         another order: equal to an uninterrupted run up to float rounding, not bit-for-bit).
-        ``min_trajectory`` and ``trainable`` are recorded only when set,
+        ``min_trajectory``, ``trainable`` and ``field_scales`` are recorded only when set,
         ``normalize_task_gradients`` only when on, so older runs stand."""
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items() if k != "task_chunk"
-                and not (k in ("min_trajectory", "trainable") and v is None)
+                and not (k in ("min_trajectory", "trainable", "field_scales") and v is None)
                 and not (k == "normalize_task_gradients" and not v)}
 
     @property

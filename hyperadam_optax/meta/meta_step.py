@@ -24,7 +24,12 @@ from hyperadam_optax.meta.estimators import ESTIMATORS
 from hyperadam_optax.meta.estimators.tbptt import truncated_unroll
 from hyperadam_optax.meta.learned import LearnedOptimizer
 from hyperadam_optax.meta.sharding import cpu_compiler_options, shard_meta_state
-from hyperadam_optax.meta.trainable import frozen_to_zero, trainable_mask
+from hyperadam_optax.meta.trainable import (
+    field_scales_tree,
+    frozen_to_zero,
+    scale_fields,
+    trainable_mask,
+)
 from hyperadam_optax.meta.truncation import TaskSlot, all_finite
 from hyperadam_optax.tasks.base import TaskFamily
 
@@ -120,10 +125,13 @@ def family_meta_step(optimizer: LearnedOptimizer, family: TaskFamily, config: Me
                                                           key)
         slots = tuple(slots if i == index else s for i, s in enumerate(state.slots))
         grads = frozen_to_zero(grads, trainable_mask(state.meta_params, config.trainable))
+        # With field_scales the outer optimizer trains φ in θ = θ_0 + factor · φ.
+        scales = field_scales_tree(state.meta_params, config.field_scales)
+        grads = scale_fields(grads, scales)
         finite = all_finite(grads) & jnp.isfinite(loss)
         safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, outer_state = outer.update(safe_grads, state.outer_state, state.meta_params)
-        new_params = optax.apply_updates(state.meta_params, updates)
+        new_params = optax.apply_updates(state.meta_params, scale_fields(updates, scales))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = MetaState(keep(new_params, state.meta_params),
                               keep(outer_state, state.outer_state), slots, state.step + 1,

@@ -48,7 +48,7 @@ from hyperadam_optax.meta.setup import (
     with_recipe_defaults,
 )
 from hyperadam_optax.meta.sharding import shard_meta_state
-from hyperadam_optax.meta.trainable import trainable_mask
+from hyperadam_optax.meta.trainable import field_scales_tree, trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_SEED, make_evaluator
 
 
@@ -141,6 +141,7 @@ def meta_train(optimizer: OptimizerChoice | str = "hyperadam",
         learned.make(first)
     if config is not None:  # names and blocks of those meta-parameters
         trainable_mask(first, config.trainable)
+        field_scales_tree(first, config.field_scales)
     config = with_recipe_defaults(config or MetaTrainConfig(), learned)
     built = tasks.build(learned.default_task)
     identity = {**optimizer.identity(), "seed": run.seed,

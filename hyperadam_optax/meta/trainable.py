@@ -4,7 +4,10 @@
 (``"theta_q"``) or a block of them (``"theta_q[1:]"``: rows 1 onwards; ``"theta_h[:, 1:20]"``:
 columns 1-19; Python's slice syntax without a step, one slice per leading axis), e.g.
 ``("theta_q[1:]",)`` for HyperAdam's WeightCell reading every StateCell unit but the clock.
-Entries naming the same field add up. The meta-gradient of everything else is zeroed
+Entries naming the same field add up.
+
+``MetaTrainConfig.field_scales`` names fields or blocks the same way, each with a factor
+(``"theta_p=0.02"``): :func:`field_scales_tree`. The meta-gradient of everything else is zeroed
 before the outer optimizer (so clipping sees only what trains), and ES and PES perturb only
 what trains: their estimates' variance grows with the number of perturbed coordinates, so
 training a few hundred of HyperAdam's 5,400 gives a far less noisy estimate per meta-step.
@@ -51,18 +54,19 @@ def parse_entry(entry: str) -> tuple[str, tuple[slice, ...] | None]:
                                  for m in slices)
 
 
-def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> PyTree:
+def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None, *,
+                   option: str = "trainable") -> PyTree:
     """A pytree like ``meta_params`` whose leaves say what trains: ``True`` (the whole leaf),
     ``False`` (none of it) or a boolean array of the leaf's shape (a block). Every leaf
     trains if ``trainable`` is None. Raises ``ValueError`` naming an unknown field, or a block
-    that selects nothing."""
+    that selects nothing (``option``: the setting the messages name)."""
     if trainable is None:
         return jax.tree.map(lambda _: True, meta_params)
     known = field_names(meta_params)
     entries = [(*parse_entry(e), e) for e in trainable]
     unknown = [name for name, _, _ in entries if name not in known]
     if unknown:
-        raise ValueError(f"trainable fields {unknown} are not fields of these meta-parameters "
+        raise ValueError(f"{option} fields {unknown} are not fields of these meta-parameters "
                          f"({', '.join(known)})")
 
     def leaf_mask(path, leaf):
@@ -75,10 +79,10 @@ def trainable_mask(meta_params: PyTree, trainable: tuple[str, ...] | None) -> Py
         mask = np.zeros(shape, bool)
         for block, entry in blocks:
             if len(block) > len(shape):
-                raise ValueError(f"trainable entry {entry!r} has {len(block)} slices for the "
+                raise ValueError(f"{option} entry {entry!r} has {len(block)} slices for the "
                                  f"{len(shape)} axes of {_field(path)!r} (shape {shape})")
             if not all(range(n)[s] for n, s in zip(shape, block)):
-                raise ValueError(f"trainable entry {entry!r} selects nothing of "
+                raise ValueError(f"{option} entry {entry!r} selects nothing of "
                                  f"{_field(path)!r} (shape {shape})")
             mask[block] = True
         return mask
@@ -95,3 +99,57 @@ def frozen_to_zero(tree: PyTree, mask: PyTree) -> PyTree:
             return jnp.zeros_like(x)
         return jnp.where(m, x, jnp.zeros_like(x))
     return jax.tree.map(keep, tree, mask)
+
+
+def parse_scale(entry: str) -> tuple[str, float]:
+    """``"FIELD=FACTOR"`` or ``"FIELD[START:STOP, ...]=FACTOR"`` -> ``(FIELD[...], FACTOR)``,
+    with FACTOR positive and finite."""
+    name, _, factor = entry.rpartition("=") if isinstance(entry, str) else ("", "", "")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = float("nan")
+    if not name or not 0 < value < float("inf"):
+        raise ValueError(f"field scale {entry!r} is not FIELD=FACTOR or FIELD[START:STOP]=FACTOR "
+                         f"with a positive, finite FACTOR (e.g. theta_p=0.02)")
+    parse_entry(name)
+    return name, value
+
+
+def field_scales_tree(meta_params: PyTree, field_scales: tuple[str, ...] | None) -> PyTree:
+    """A pytree like ``meta_params`` of the factors ``field_scales`` give (1 elsewhere; a
+    float per leaf, or an array where a block is scaled; entries on the same entries
+    multiply). Meta-training multiplies ES/PES perturbations and the outer optimizer's update
+    of those entries by their factor: the run trains ``φ`` in ``θ = θ_0 + factor · φ`` with
+    its ``sigma`` and meta-rate, for fields whose effect on the optimizer is far larger or
+    smaller than the others' (e.g. HyperAdam's input kernels under ``global_rms``, whose
+    inputs are √N times the ``global_l2`` ones). Estimators return the gradient in ``θ``
+    (ES and PES divide their estimate by ``factor²``, having perturbed by ``factor · σ``);
+    the meta-step turns it into ``φ``'s, ``factor · ∇θ``, and the update back, ``factor · Δφ``."""
+    scales = jax.tree.map(lambda _: 1.0, meta_params)
+    for entry in field_scales or ():
+        block, factor = parse_scale(entry)
+        mask = trainable_mask(meta_params, (block,), option="field_scales")
+
+        def scaled(current, m, leaf, factor=factor):
+            if m is True:
+                return current * factor
+            if m is False:
+                return current
+            return np.where(m, np.broadcast_to(current, np.shape(leaf)) * factor, current)
+
+        scales = jax.tree.map(scaled, scales, mask, meta_params)
+    return scales
+
+
+def scale_fields(tree: PyTree, scales: PyTree, power: int = 1) -> PyTree:
+    """``tree`` (like the meta-parameters, optionally with a leading axis) times ``scales **
+    power`` (:func:`field_scales_tree`), leaf by leaf."""
+    def scale(x, f):
+        if isinstance(f, float) and f == 1.0:
+            return x
+        f = np.power(f, power)
+        return x * jnp.asarray(np.reshape(f, (1,) * (x.ndim - np.ndim(f)) + np.shape(f)),
+                               x.dtype)
+
+    return jax.tree.map(scale, tree, scales)

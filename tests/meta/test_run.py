@@ -115,6 +115,8 @@ def test_cli_refuses_other_config_and_changes_nothing(tmp_path):
     (["--train-only", "theta_q[1]"], "is not FIELD or FIELD[START:STOP, ...]"),
     (["--train-only", "theta_q[20:]"], "selects nothing of 'theta_q'"),
     (["--train-only", "theta_q[1:],theta_h[:,80:]"], "'theta_h[:,80:]' selects nothing"),
+    (["--field-scale", "theta_p=0"], "field scale 'theta_p=0' is not FIELD=FACTOR"),
+    (["--field-scale", "theta_z=2"], "field_scales fields ['theta_z'] are not fields"),
     (["--optimizer", "rnnprop", "--normalization", "global_rms"],
      "--normalization is an option of hyperadam, not of rnnprop; leave it out"),
     (["--optimizer", "rnnprop", "--init", "adam"],

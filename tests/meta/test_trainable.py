@@ -10,8 +10,8 @@ import pytest
 import hyperadam_optax as ha
 import hyperadam_optax.meta as mt
 from hyperadam_optax import tasks
-from hyperadam_optax.meta.estimators.perturb import antithetic_noise
-from hyperadam_optax.meta.trainable import field_names, trainable_mask
+from hyperadam_optax.meta.estimators.perturb import antithetic_noise, weighted_mean
+from hyperadam_optax.meta.trainable import field_names, field_scales_tree, trainable_mask
 
 
 def _tiny_hyperadam(j=3):
@@ -146,3 +146,81 @@ def test_normalized_task_gradients_need_per_task_gradients():
         mt.MetaTrainConfig(estimator="pes", normalize_task_gradients=True)
     with pytest.raises(ValueError, match="must be a bool, got 1"):
         mt.MetaTrainConfig(normalize_task_gradients=1)
+
+
+def test_field_scales_tree_gives_each_entry_its_factor():
+    theta = ha.init_meta_params(jax.random.PRNGKey(0), 3, "paper")
+    scales = field_scales_tree(theta, ("theta_p=0.5", "theta_u=2", "theta_u[1:]=0.1"))
+    assert scales.theta_p == 0.5
+    np.testing.assert_allclose(scales.theta_u[0], 2.0)
+    np.testing.assert_allclose(scales.theta_u[1:], 0.2)  # entries on the same rows multiply
+    assert np.shape(scales.theta_u) == theta.theta_u.shape
+    assert all(getattr(scales, n) == 1.0 for n in ha.HyperAdamParams._fields
+               if n not in ("theta_p", "theta_u"))
+
+
+@pytest.mark.parametrize("entry", ["theta_p", "theta_p=0", "theta_p=-1", "theta_p=nan",
+                                   "theta_p=inf", "=2", "theta_p=two", "theta_p[1]=2"])
+def test_bad_field_scales_are_refused_by_the_config(entry):
+    with pytest.raises(ValueError, match="FIELD=FACTOR|FIELD\\[START:STOP"):
+        mt.MetaTrainConfig(field_scales=(entry,))
+
+
+def test_field_scales_of_unknown_fields_are_refused_naming_the_option():
+    theta = ha.init_meta_params(jax.random.PRNGKey(0), 3, "paper")
+    with pytest.raises(ValueError, match="field_scales fields \\['theta_z'\\]"):
+        field_scales_tree(theta, ("theta_z=2",))
+    with pytest.raises(ValueError, match="field_scales entry 'theta_u\\[9:\\]' selects nothing"):
+        field_scales_tree(theta, ("theta_u[9:]=2",))
+
+
+def test_scaled_noise_has_the_factors_std_and_the_estimate_divides_it_back():
+    """ES/PES perturb a scaled field by factor · σ and divide their estimate by factor², so
+    the estimate is of the gradient in θ: mean_p w_p ε_p / factor² with ε_p ~ N(0, (f σ)²)."""
+    theta = ha.init_meta_params(jax.random.PRNGKey(0), 3, "paper")
+    field_scales = ("theta_p=0.1", "theta_u[1:]=10")
+    noise = antithetic_noise(jax.random.PRNGKey(1), theta, 4000, 0.01, None, field_scales)
+    np.testing.assert_allclose(np.std(noise.theta_p), 0.001, rtol=0.05)
+    np.testing.assert_allclose(np.std(noise.theta_u[:, 0]), 0.01, rtol=0.05)
+    np.testing.assert_allclose(np.std(noise.theta_u[:, 1:]), 0.1, rtol=0.05)
+    np.testing.assert_allclose(np.std(noise.b_q), 0.01, rtol=0.05)
+    weights = jax.random.normal(jax.random.PRNGKey(2), (4000,))
+    scales = field_scales_tree(theta, field_scales)
+    estimate = weighted_mean(weights, noise, scales)
+    plain = weighted_mean(weights, noise)
+    np.testing.assert_allclose(estimate.theta_p, plain.theta_p / 0.01, rtol=1e-5)
+    np.testing.assert_allclose(estimate.theta_u[1:], plain.theta_u[1:] / 100, rtol=1e-5)
+    np.testing.assert_array_equal(estimate.b_q, plain.b_q)
+
+
+def test_a_scaled_field_moves_by_its_factor_times_the_unscaled_step():
+    """Exact gradients (tbptt), no clipping: the first outer Adam step is ±meta_lr per entry
+    whatever the gradient's scale (where it is far above Adam's eps), so with factor f a field
+    moves f times as far; the others move exactly alike."""
+    opt = _tiny_hyperadam()
+    family = tasks.random_quadratics(3)
+    moves = {}
+    for scales in (None, ("b_q=0.5", "theta_q[1:]=3")):
+        config = mt.MetaTrainConfig(num_tasks=2, unroll=4, trajectory=8, meta_lr=1e-3,
+                                    clip_norm=None, field_scales=scales)
+        state = mt.init_meta_state(jax.random.PRNGKey(0), opt, family, config)
+        start = jax.tree.map(np.array, state.meta_params)
+        state, metrics = mt.make_meta_step(opt, family, config)(state)
+        assert bool(metrics["finite"])
+        moves[scales is None] = jax.tree.map(lambda a, b: np.asarray(a) - b,
+                                             state.meta_params, start)
+    plain, scaled = moves[True], moves[False]
+    full = {name: np.abs(getattr(plain, name)) > 0.99e-3 for name in ("b_q", "theta_q", "b_h")}
+    assert all(np.sum(m) >= 2 for m in full.values()), full  # entries at Adam's full step
+    np.testing.assert_allclose(scaled.b_q[full["b_q"]], 0.5 * plain.b_q[full["b_q"]], rtol=1e-3)
+    rows = full["theta_q"] & (np.arange(plain.theta_q.shape[0]) >= 1)[:, None]
+    assert np.sum(rows) >= 1
+    np.testing.assert_allclose(scaled.theta_q[rows], 3 * plain.theta_q[rows], rtol=1e-3)
+    np.testing.assert_allclose(scaled.theta_q[0], plain.theta_q[0], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(scaled.b_h, plain.b_h, rtol=1e-6, atol=1e-12)
+
+
+def test_field_scales_are_in_the_run_identity_only_when_set():
+    assert "field_scales" not in mt.MetaTrainConfig().identity()
+    assert mt.MetaTrainConfig(field_scales=("theta_p=0.5",)).identity()["field_scales"] == [
+        "theta_p=0.5"]

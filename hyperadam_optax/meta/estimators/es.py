@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from hyperadam_optax.meta.config import MetaTrainConfig
 from hyperadam_optax.meta.estimators.perturb import antithetic_noise, shifted, weighted_mean
 from hyperadam_optax.meta.learned import LearnedOptimizer
+from hyperadam_optax.meta.trainable import field_scales_tree
 from hyperadam_optax.meta.truncation import TaskSlot, spread_slots, truncation
 from hyperadam_optax.tasks.base import TaskFamily
 
@@ -37,7 +38,7 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
              meta_params: PyTree, slots: TaskSlot, key: jax.Array):
     """``(mean meta-loss, estimate, slots after (fresh tasks), restarts)``."""
     noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
-                             config.trainable)
+                             config.trainable, config.field_scales)
 
     def run(theta, slot):
         return truncation(optimizer, family, config, theta, slot)
@@ -46,4 +47,5 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
     neg = jax.vmap(run)(shifted(meta_params, noise, -1.0), slots)
     weights = (pos.meta_loss - neg.meta_loss) / (2 * config.sigma**2)
     loss = jnp.mean(pos.meta_loss + neg.meta_loss) / 2
-    return loss, weighted_mean(weights, noise), pos.fresh, jnp.asarray(config.num_particles)
+    estimate = weighted_mean(weights, noise, field_scales_tree(meta_params, config.field_scales))
+    return loss, estimate, pos.fresh, jnp.asarray(config.num_particles)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from hyperadam_optax.meta.config import MetaTrainConfig
 from hyperadam_optax.meta.estimators.perturb import antithetic_noise, shifted, weighted_mean
 from hyperadam_optax.meta.learned import LearnedOptimizer
+from hyperadam_optax.meta.trainable import field_scales_tree
 from hyperadam_optax.meta.truncation import (
     TaskSlot,
     choose,
@@ -62,7 +63,7 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
              meta_params: PyTree, slots: PESSlots, key: jax.Array):
     """``(mean meta-loss, estimate, slots after, restarts)``."""
     noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
-                             config.trainable)
+                             config.trainable, config.field_scales)
     accumulated = jax.tree.map(jnp.add, slots.noise, noise)
 
     def run(theta, slot):
@@ -71,7 +72,8 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
     pos = jax.vmap(run)(shifted(meta_params, noise, 1.0), slots.positive)
     neg = jax.vmap(run)(shifted(meta_params, noise, -1.0), slots.negative)
     weights = (pos.meta_loss - neg.meta_loss) / (2 * config.sigma**2)
-    estimate = weighted_mean(weights, accumulated)
+    estimate = weighted_mean(weights, accumulated,
+                             field_scales_tree(meta_params, config.field_scales))
     restart = jax.vmap(lambda a, b: needs_restart(config, a) | needs_restart(config, b))(
         pos.carried, neg.carried)
 
