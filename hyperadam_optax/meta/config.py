@@ -130,20 +130,15 @@ class MetaTrainConfig:
                 or not self.unroll <= self.min_trajectory <= self.trajectory):
             raise ValueError(f"min_trajectory must be None or an int in [unroll, trajectory] = "
                              f"[{self.unroll}, {self.trajectory}], got {self.min_trajectory!r}")
-        if self.trainable is not None and (
-                not isinstance(self.trainable, tuple) or not self.trainable
-                or not all(isinstance(n, str) for n in self.trainable)):
-            raise ValueError(f"trainable must be None or a non-empty tuple of field names, got "
-                             f"{self.trainable!r}")
-        for entry in self.trainable or ():
-            parse_entry(entry)
-        if self.field_scales is not None and (
-                not isinstance(self.field_scales, tuple) or not self.field_scales
-                or not all(isinstance(n, str) for n in self.field_scales)):
-            raise ValueError(f"field_scales must be None or a non-empty tuple of FIELD=FACTOR "
-                             f"entries, got {self.field_scales!r}")
-        for entry in self.field_scales or ():
-            parse_scale(entry)
+        for name, parse, what in (("trainable", parse_entry, "field names"),
+                                  ("field_scales", parse_scale, "FIELD=FACTOR entries")):
+            entries = getattr(self, name)
+            if entries is not None and (not isinstance(entries, tuple) or not entries
+                                        or not all(isinstance(n, str) for n in entries)):
+                raise ValueError(f"{name} must be None or a non-empty tuple of {what}, got "
+                                 f"{entries!r}")
+            for entry in entries or ():
+                parse(entry)
         for name in ("second_order", "remat", "normalize_task_gradients"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
