@@ -4,13 +4,13 @@
 (``"theta_q"``) or a block of them (``"theta_q[1:]"``: rows 1 onwards; ``"theta_h[:, 1:20]"``:
 columns 1-19; Python's slice syntax without a step, one slice per leading axis), e.g.
 ``("theta_q[1:]",)`` for HyperAdam's WeightCell reading every StateCell unit but the clock.
-Entries naming the same field add up.
-
-``MetaTrainConfig.field_scales`` names fields or blocks the same way, each with a factor
-(``"theta_p=0.02"``): :func:`field_scales_tree`. The meta-gradient of everything else is zeroed
+Entries naming the same field add up. The meta-gradient of everything else is zeroed
 before the outer optimizer (so clipping sees only what trains), and ES and PES perturb only
 what trains: their estimates' variance grows with the number of perturbed coordinates, so
 training a few hundred of HyperAdam's 5,400 gives a far less noisy estimate per meta-step.
+
+``MetaTrainConfig.field_scales`` names fields or blocks the same way, each with a factor
+(``"theta_p=0.02"``): :func:`field_scales_tree`.
 """
 
 from __future__ import annotations

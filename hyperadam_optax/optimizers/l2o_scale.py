@@ -358,10 +358,10 @@ def scale_by_l2o_scale(meta_params: L2OScaleParams, *, initial_log_lr: float = m
                 new = [a.reshape(leaf + (-1,)) for a in new[:3]] + [new[3].reshape(leaf)]
                 step = step.reshape(leaf)
             else:  # features first, then back to the state's features-last layout
+                momentum, ms, h = (jnp.moveaxis(a.astype(cdt), -1, 0) for a in (momentum, ms, h))
                 new, hx, direction, step = _per_coordinate(
-                    g.astype(cdt), *(jnp.moveaxis(a.astype(cdt), -1, 0) for a in (momentum, ms)),
-                    log_lr.astype(cdt), jnp.moveaxis(h.astype(cdt), -1, 0), bias, first,
-                    mean_log_lr, lr_momentum, w)
+                    g.astype(cdt), momentum, ms, log_lr.astype(cdt), h, bias, first, mean_log_lr,
+                    lr_momentum, w)
                 new = [jnp.moveaxis(a, 0, -1) for a in new[:3]] + [new[3]]
                 sum_hx = jnp.sum(hx, axis=tuple(range(1, hx.ndim)))
                 sum_sq = jnp.sum(jnp.square(direction))

@@ -37,8 +37,9 @@ def init_slots(key_slots, key_offsets, optimizer: LearnedOptimizer, family: Task
 def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig,
              meta_params: PyTree, slots: TaskSlot, key: jax.Array):
     """``(mean meta-loss, estimate, slots after (fresh tasks), restarts)``."""
+    scales = field_scales_tree(meta_params, config.field_scales)
     noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
-                             config.trainable, config.field_scales)
+                             config.trainable, scales)
 
     def run(theta, slot):
         return truncation(optimizer, family, config, theta, slot)
@@ -47,5 +48,4 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
     neg = jax.vmap(run)(shifted(meta_params, noise, -1.0), slots)
     weights = (pos.meta_loss - neg.meta_loss) / (2 * config.sigma**2)
     loss = jnp.mean(pos.meta_loss + neg.meta_loss) / 2
-    estimate = weighted_mean(weights, noise, field_scales_tree(meta_params, config.field_scales))
-    return loss, estimate, pos.fresh, jnp.asarray(config.num_particles)
+    return loss, weighted_mean(weights, noise, scales), pos.fresh, jnp.asarray(config.num_particles)

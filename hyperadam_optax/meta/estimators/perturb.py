@@ -7,29 +7,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hyperadam_optax.meta.trainable import (
-    field_scales_tree,
-    frozen_to_zero,
-    scale_fields,
-    trainable_mask,
-)
+from hyperadam_optax.meta.trainable import frozen_to_zero, scale_fields, trainable_mask
 
 PyTree = Any
 
 
 def antithetic_noise(key: jax.Array, meta_params: PyTree, pairs: int, sigma: float,
                      trainable: tuple[str, ...] | None = None,
-                     field_scales: tuple[str, ...] | None = None) -> PyTree:
+                     scales: PyTree | None = None) -> PyTree:
     """``ε ~ N(0, σ² I)`` for each of ``pairs`` pairs: a pytree like ``meta_params`` with a
     leading ``pairs`` axis; zero on the fields not in ``trainable`` (None: all train), times
-    the factors of ``field_scales`` (:func:`~hyperadam_optax.meta.trainable.field_scales_tree`)."""
+    ``scales`` (:func:`~hyperadam_optax.meta.trainable.field_scales_tree`; None: 1)."""
     leaves, treedef = jax.tree.flatten(meta_params)
     keys = jax.random.split(key, len(leaves))
     noise = jax.tree.unflatten(treedef, [
         sigma * jax.random.normal(k, (pairs,) + x.shape, x.dtype) for k, x in zip(keys, leaves)
     ])
     noise = frozen_to_zero(noise, trainable_mask(meta_params, trainable))
-    return scale_fields(noise, field_scales_tree(meta_params, field_scales))
+    return noise if scales is None else scale_fields(noise, scales)
 
 
 def shifted(meta_params: PyTree, noise: PyTree, sign: float) -> PyTree:

@@ -62,8 +62,9 @@ def init_slots(key_slots, key_offsets, optimizer: LearnedOptimizer, family: Task
 def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainConfig,
              meta_params: PyTree, slots: PESSlots, key: jax.Array):
     """``(mean meta-loss, estimate, slots after, restarts)``."""
+    scales = field_scales_tree(meta_params, config.field_scales)
     noise = antithetic_noise(key, meta_params, config.num_particles, config.sigma,
-                             config.trainable, config.field_scales)
+                             config.trainable, scales)
     accumulated = jax.tree.map(jnp.add, slots.noise, noise)
 
     def run(theta, slot):
@@ -72,8 +73,7 @@ def gradient(optimizer: LearnedOptimizer, family: TaskFamily, config: MetaTrainC
     pos = jax.vmap(run)(shifted(meta_params, noise, 1.0), slots.positive)
     neg = jax.vmap(run)(shifted(meta_params, noise, -1.0), slots.negative)
     weights = (pos.meta_loss - neg.meta_loss) / (2 * config.sigma**2)
-    estimate = weighted_mean(weights, accumulated,
-                             field_scales_tree(meta_params, config.field_scales))
+    estimate = weighted_mean(weights, accumulated, scales)
     restart = jax.vmap(lambda a, b: needs_restart(config, a) | needs_restart(config, b))(
         pos.carried, neg.carried)
 
