@@ -9,7 +9,9 @@ here equals the run's ``validation_loss`` for the same weights. ``--reset-from S
 --reset PARTS`` first puts PARTS of each file back to START's values, an ablation that asks
 how much of a change is theirs: a comma-separated list of ``clock`` (the four gate biases of
 LSTM unit 0, the warm start's clock) and blocks named as ``meta-train --train-only`` names
-them (``theta_q[1:]``).
+them (``theta_q[1:]``). ``--shift b_u=2.2,b_r=4.6`` adds a constant to whole fields of each
+file first (e.g. the decay-rate biases: +2.2 moves σ(0) = 0.5 to 0.9), a probe of where the
+meta-objective is lower than where a run got to.
 
     python research/validation_score.py research/runs/ha-input-path/meta_params_500.npz \
         --reset-from research/starts/hyperadam-input-path.npz --reset clock
@@ -50,6 +52,18 @@ def reset_parts(theta, start, parts: str):
     return theta
 
 
+def shift_fields(theta, shifts: str):
+    """``theta`` with ``FIELD=DELTA`` (comma-separated) added to those whole fields."""
+    for item in shifts.split(","):
+        field, _, delta = item.partition("=")
+        field = field.strip()
+        if field not in theta._fields:
+            raise ValueError(f"--shift: unknown field {field!r}; expected FIELD=DELTA with "
+                             f"FIELD one of {theta._fields}")
+        theta = theta._replace(**{field: getattr(theta, field) + float(delta)})
+    return theta
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+")
@@ -61,6 +75,8 @@ def main(argv=None):
     p.add_argument("--reset-from", default=None, metavar="START")
     p.add_argument("--reset", default=None, metavar="PARTS",
                    help="clock and/or blocks like theta_q[1:], comma-separated")
+    p.add_argument("--shift", default=None, metavar="FIELD=DELTA,...",
+                   help="add DELTA to whole fields of every file (after --reset)")
     args = p.parse_args(argv)
     if (args.reset_from is None) != (args.reset is None):
         p.error("--reset-from and --reset go together")
@@ -74,6 +90,8 @@ def main(argv=None):
             make_kwargs = {"normalization": args.normalization}
         if start is not None:
             theta = reset_parts(theta, start, args.reset)
+        if args.shift:
+            theta = shift_fields(theta, args.shift)
         key = tuple(sorted(make_kwargs.items()))
         if key not in evaluators:
             learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)

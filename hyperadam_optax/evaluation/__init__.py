@@ -11,6 +11,7 @@ from hyperadam_optax.evaluation.baselines import (
     BASELINES,
     LR_GRID,
     TUNING_SEED_OFFSET,
+    search_grid,
     tune_learning_rate,
 )
 from hyperadam_optax.evaluation.introspection import plot_trace, trace_hyperadam
@@ -38,5 +39,6 @@ __all__ = ["BASELINES", "LR_GRID", "SUITES", "TUNING_SEED_OFFSET", "EvaluatedOpt
            "markdown_table",
            "paired_comparison", "paired_difference", "parse_optimizer", "parse_optimizers",
            "plot_curves",
-           "plot_trace", "run_protocol", "save_evaluation", "suite_tasks", "test_metrics",
+           "plot_trace", "run_protocol", "save_evaluation", "search_grid", "suite_tasks",
+           "test_metrics",
            "trace_hyperadam", "tune_learning_rate"]

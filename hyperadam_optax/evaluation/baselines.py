@@ -57,14 +57,39 @@ def read_tuning_cache(path: str) -> dict:
     return cache
 
 
+def search_grid(make_tx: Callable[[float], optax.GradientTransformation], family: TaskFamily,
+                *, steps: int, runs: int, seed: int, grid=LR_GRID,
+                max_extend: int = 8) -> tuple[float, dict[float, float]]:
+    """``(best value, {value: score})``: the value ``h`` of ``grid`` whose ``make_tx(h)`` has
+    the lowest mean protocol loss on tuning seeds (``seed + TUNING_SEED_OFFSET``, never the
+    reported runs' seeds); runs that diverge count as infinite loss. While the best value is
+    at an end of the grid, the grid is extended by sqrt(2) steps past that end (at most
+    ``max_extend`` times 4 values). ``make_tx`` takes ``h`` as a traced scalar (all values
+    of a grid are ``vmap``-ped in one program)."""
+
+    def score(values):
+        results = run_protocol(make_tx, family, steps=steps, runs=runs,
+                               seed=seed + TUNING_SEED_OFFSET, hypers=values)
+        return {h: (r.mean if np.all(np.isfinite(r.final_loss)) else np.inf)
+                for h, r in zip(values, results)}
+
+    scores = score(tuple(grid))
+    for _ in range(max_extend):
+        values = sorted(scores)
+        best = min(values, key=scores.get)
+        if best == values[-1]:
+            scores.update(score(tuple(best * 2.0 ** (k / 2) for k in range(1, 5))))
+        elif best == values[0]:
+            scores.update(score(tuple(best * 2.0 ** (-k / 2) for k in range(1, 5))))
+        else:
+            break
+    return float(min(scores, key=scores.get)), scores
+
+
 def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, seed: int,
                        grid=LR_GRID, cache_path: str | None = None, max_extend: int = 8) -> float:
-    """The rate with the lowest mean protocol loss on tuning seeds (cached on disk).
-
-    Tuning uses seeds ``seed + TUNING_SEED_OFFSET``, never the reported runs' seeds; runs that
-    diverge count as infinite loss. While the best rate is at an end of the grid, the grid is
-    extended by sqrt(2) steps past that end (at most ``max_extend`` times 4 rates).
-    """
+    """The rate of baseline ``name`` with the lowest mean protocol loss on tuning seeds
+    (:func:`search_grid`), cached on disk."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
     key = f"{name}|{family.name}|steps={steps}|runs={runs}|seed={seed}|grid={list(grid)}"
@@ -73,24 +98,8 @@ def tune_learning_rate(name: str, family: TaskFamily, *, steps: int, runs: int, 
         and os.path.exists(cache_path) else {})
     if key in cache:
         return float(cache[key]["learning_rate"])
-
-    def score(rates):
-        results = run_protocol(_injected(name), family, steps=steps, runs=runs,
-                               seed=seed + TUNING_SEED_OFFSET, hypers=rates)
-        return {lr: (r.mean if np.all(np.isfinite(r.final_loss)) else np.inf)
-                for lr, r in zip(rates, results)}
-
-    scores = score(tuple(grid))
-    for _ in range(max_extend):
-        rates = sorted(scores)
-        best = min(rates, key=scores.get)
-        if best == rates[-1]:
-            scores.update(score(tuple(best * 2.0 ** (k / 2) for k in range(1, 5))))
-        elif best == rates[0]:
-            scores.update(score(tuple(best * 2.0 ** (-k / 2) for k in range(1, 5))))
-        else:
-            break
-    best = float(min(scores, key=scores.get))
+    best, scores = search_grid(_injected(name), family, steps=steps, runs=runs, seed=seed,
+                               grid=grid, max_extend=max_extend)
     if cache_path and is_writer():
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
         cache[key] = {"learning_rate": best,

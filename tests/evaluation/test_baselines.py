@@ -58,3 +58,15 @@ def test_tuning_is_cached_and_uses_other_seeds(mnist, tmp_path, monkeypatch):
     b = ev.tune_learning_rate("sgd", family, steps=5, runs=2, seed=3, grid=grid, cache_path=cache)
     assert a == b and len(seen) == calls  # the second call is answered by the cache
     assert calls >= 1 and set(seen) == {3 + ev.TUNING_SEED_OFFSET}  # only tuning seeds
+
+
+def test_search_grid_tunes_any_transform_as_a_baseline_is_tuned():
+    # A step factor on top of SGD at 0.1 is SGD's rate divided by 0.1: the same choice.
+    family = tasks.random_quadratics(3, cond=2.0)
+    factors = (0.5, 1.0, 2.0, 4.0, 8.0)
+    best, scores = ev.search_grid(lambda c: optax.chain(optax.sgd(0.1), optax.scale(c)),
+                                  family, steps=10, runs=2, seed=0, grid=factors)
+    rate = ev.tune_learning_rate("sgd", family, steps=10, runs=2, seed=0,
+                                 grid=tuple(0.1 * f for f in factors))
+    assert best == pytest.approx(rate / 0.1) and best == min(scores, key=scores.get)
+    assert set(factors) <= set(scores) and best not in (factors[0], factors[-1])
