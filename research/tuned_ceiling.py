@@ -88,7 +88,10 @@ def main(argv=None):
             results[task][entry.label] = shipped
             results[task][entry.label + " tuned"] = tuned
             factors.setdefault(entry.label, {})[task] = best
-            print(f"{task}: {entry.label} tuned step factor {best:.3g} "
+            now = paired_comparison({task: results[task]}, entry.label, "adam")[task]
+            then = paired_comparison({task: results[task]}, entry.label + " tuned", "adam")[task]
+            print(f"{task}: {entry.label} minus tuned Adam {now[0]:+.4g} ± {now[1]:.2g} "
+                  f"{now[2]}; step tuned x{best:.3g}: {then[0]:+.4g} ± {then[1]:.2g} {then[2]} "
                   f"({time.time() - start:.0f} s)", flush=True)
     print("\nMinus tuned Adam, paired over", args.runs, "runs (report families:",
           ", ".join(f for f in tasks if f in REPORT_FAMILIES) + ")\n")

@@ -5,12 +5,13 @@ Each file (``save_meta_params`` or a run's checkpoint) is scored with the evalua
 --trajectory STEPS`` (``--steps``, default 200; ``--metric mean`` scores the mean loss over the
 run instead of the final one): the mean over the five ``val-*`` families
 of the log of the mean final loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number
-here equals the run's ``validation_loss`` for the same weights. ``--reset-from START
+here equals the run's ``validation_loss`` for the same weights. ``--families ENSEMBLE`` scores
+other families the same way (e.g. a run's training ensemble, ``l2o-set-digits``). ``--reset-from START
 --reset PARTS`` first puts PARTS of each file back to START's values, an ablation that asks
 how much of a change is theirs: a comma-separated list of ``clock`` (the four gate biases of
 LSTM unit 0, the warm start's clock) and blocks named as ``meta-train --train-only`` names
-them (``theta_q[1:]``). ``--shift b_u=2.2,b_r=4.6`` adds a constant to whole fields of each
-file first (e.g. the decay-rate biases: +2.2 moves σ(0) = 0.5 to 0.9), a probe of where the
+them (``theta_q[1:]``). ``--shift b_u=2.2,b_r=4.6`` (repeatable) adds a constant to whole
+fields of each file (e.g. the decay-rate biases: +2.2 moves σ(0) = 0.5 to 0.9), a probe of where the
 meta-objective is lower than where a run got to.
 
     python research/validation_score.py research/runs/ha-input-path/meta_params_500.npz \
@@ -70,17 +71,20 @@ def main(argv=None):
     p.add_argument("--normalization", default="global_rms",
                    help="for files that record no alias arguments (old checkpoints)")
     p.add_argument("--steps", type=int, default=200, help="the run's --trajectory")
+    p.add_argument("--families", default="validation",
+                   help="an ensemble or comma-separated tasks (default: the selection families)")
     p.add_argument("--metric", default="final", choices=VALIDATION_METRICS,
                    help="the run's --validation-metric")
     p.add_argument("--reset-from", default=None, metavar="START")
     p.add_argument("--reset", default=None, metavar="PARTS",
                    help="clock and/or blocks like theta_q[1:], comma-separated")
-    p.add_argument("--shift", default=None, metavar="FIELD=DELTA,...",
-                   help="add DELTA to whole fields of every file (after --reset)")
+    p.add_argument("--shift", action="append", default=None, metavar="FIELD=DELTA,...",
+                   help="add DELTA to whole fields of every file (after --reset); repeated: "
+                        "each file is scored once per --shift")
     args = p.parse_args(argv)
     if (args.reset_from is None) != (args.reset is None):
         p.error("--reset-from and --reset go together")
-    names = ensemble_members("validation")
+    names = ensemble_members(args.families)
     families, _ = build_families(",".join(names))
     start = load(args.reset_from)[0] if args.reset_from else None
     evaluators = {}
@@ -90,17 +94,18 @@ def main(argv=None):
             make_kwargs = {"normalization": args.normalization}
         if start is not None:
             theta = reset_parts(theta, start, args.reset)
-        if args.shift:
-            theta = shift_fields(theta, args.shift)
         key = tuple(sorted(make_kwargs.items()))
         if key not in evaluators:
             learned = learned_optimizer("hyperadam", make_kwargs=make_kwargs)
             evaluators[key] = [jax.jit(make_evaluator(
                 learned, families[n], num_tasks=8, steps=args.steps, seed=VALIDATION_SEED,
                 metric=args.metric)) for n in names]
-        scores = [float(e(theta)) for e in evaluators[key]]
-        print(f"{path}: {np.mean(np.log(scores)):.4f} (" + ", ".join(
-            f"{n} {s:.4g}" for n, s in zip(names, scores)) + ")")
+        for shift in args.shift or [None]:
+            shifted = shift_fields(theta, shift) if shift else theta
+            scores = [float(e(shifted)) for e in evaluators[key]]
+            print(f"{path}{f' shifted {shift}' if shift else ''}: "
+                  f"{np.mean(np.log(scores)):.4f} (" + ", ".join(
+                      f"{n} {s:.4g}" for n, s in zip(names, scores)) + ")", flush=True)
 
 
 if __name__ == "__main__":
