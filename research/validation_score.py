@@ -3,16 +3,17 @@
 Each file (``save_meta_params`` or a run's checkpoint) is scored with the evaluator of
 ``meta-train --validate-on validation --validation-tasks 8 --validation-metric final
 --trajectory STEPS`` (``--steps``, default 200; ``--metric mean`` scores the mean loss over the
-run instead of the final one): the mean over the five ``val-*`` families
-of the log of the mean final loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number
-here equals the run's ``validation_loss`` for the same weights. ``--families ENSEMBLE`` scores
-other families the same way (e.g. a run's training ensemble, ``l2o-set-digits``). ``--reset-from START
+run instead of the final one): the mean over the five ``val-*`` families of the log of the
+mean final loss of 8 fixed tasks (seed ``VALIDATION_SEED``), so a number here equals the
+run's ``validation_loss`` for the same weights. ``--families ENSEMBLE`` scores other families
+the same way (e.g. a run's training ensemble, ``l2o-set-digits``). ``--reset-from START
 --reset PARTS`` first puts PARTS of each file back to START's values, an ablation that asks
 how much of a change is theirs: a comma-separated list of ``clock`` (the four gate biases of
 LSTM unit 0, the warm start's clock) and blocks named as ``meta-train --train-only`` names
 them (``theta_q[1:]``). ``--shift b_u=2.2,b_r=4.6`` (repeatable) adds a constant to whole
-fields of each file (e.g. the decay-rate biases: +2.2 moves σ(0) = 0.5 to 0.9), a probe of where the
-meta-objective is lower than where a run got to.
+fields of each file (e.g. the decay-rate biases: +2.2 moves σ(0) = 0.5 to 0.9), a probe of
+where the meta-objective is lower than where a run got to; with ``--save OUT.npz`` the
+shifted weights are written instead (a probe's start, ``research/starts/``).
 
     python research/validation_score.py research/runs/ha-input-path/meta_params_500.npz \
         --reset-from research/starts/hyperadam-input-path.npz --reset clock
@@ -23,7 +24,7 @@ import argparse
 import jax
 import numpy as np
 
-from hyperadam_optax.io import load_weights_or_checkpoint, make_kwargs_of
+from hyperadam_optax.io import load_weights_or_checkpoint, make_kwargs_of, save_meta_params
 from hyperadam_optax.meta.learned import learned_optimizer
 from hyperadam_optax.meta.trainable import trainable_mask
 from hyperadam_optax.meta.validation import VALIDATION_METRICS, VALIDATION_SEED, make_evaluator
@@ -65,6 +66,16 @@ def shift_fields(theta, shifts: str):
     return theta
 
 
+def save_shifted(path: str, shift: str, out: str) -> None:
+    """Write ``path``'s weights with ``shift`` applied to ``out``, with its alias arguments and
+    a note that says what was shifted (a probe's start, not meta-trained weights)."""
+    theta, metadata = load_weights_or_checkpoint(path)
+    metadata = {k: v for k, v in (metadata or {}).items() if k not in ("step", "validation_loss")}
+    metadata["note"] = f"{path} with --shift {shift} by hand (research/validation_score.py)"
+    save_meta_params(out, shift_fields(theta, shift), metadata)
+    print(f"wrote {out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+")
@@ -81,9 +92,16 @@ def main(argv=None):
     p.add_argument("--shift", action="append", default=None, metavar="FIELD=DELTA,...",
                    help="add DELTA to whole fields of every file (after --reset); repeated: "
                         "each file is scored once per --shift")
+    p.add_argument("--save", default=None, metavar="OUT.npz",
+                   help="write the one file with its one --shift to OUT.npz instead of scoring")
     args = p.parse_args(argv)
     if (args.reset_from is None) != (args.reset is None):
         p.error("--reset-from and --reset go together")
+    if args.save:
+        if len(args.files) != 1 or len(args.shift or ()) != 1:
+            p.error("--save writes one file: give one weight file and one --shift")
+        save_shifted(args.files[0], args.shift[0], args.save)
+        return
     names = ensemble_members(args.families)
     families, _ = build_families(",".join(names))
     start = load(args.reset_from)[0] if args.reset_from else None
