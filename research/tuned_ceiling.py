@@ -28,6 +28,7 @@ from hyperadam_optax.evaluation import (
     parse_optimizers,
     run_protocol,
     search_grid,
+    suite_tasks,
     tune_learning_rate,
 )
 from hyperadam_optax.tasks.data import mnist_data
@@ -40,6 +41,12 @@ FACTOR_GRID = tuple(float(2.0 ** (k / 2)) for k in range(-8, 9))
 def scaled(make):
     """``c -> make()`` with its updates times ``c`` (a traced scalar)."""
     return lambda c: optax.chain(make(), optax.scale(c))
+
+
+def cell(comparison: tuple[float, float, str], factor: float | None = None) -> str:
+    """``mean ± s.e. verdict`` of one paired comparison, with the tuned factor if any."""
+    d, se, verdict = comparison
+    return f"{d:+.4f} ± {se:.4f} {verdict}" + (f" (x{factor:.3g})" if factor else "")
 
 
 def counts(comparison: dict, families) -> str:
@@ -70,8 +77,7 @@ def main(argv=None):
         raise SystemExit(f"--tasks: {unknown} are not validation families "
                          f"({', '.join(VALIDATION_FAMILIES)})")
     train = mnist_data(None, "train")[0]
-    families = {t: get_task(t).build((train.x, train.y) if get_task(t).needs_data else None)
-                for t in tasks}
+    families = suite_tasks("validation", (train.x, train.y))
     results, factors, rows = {}, {}, []
     for task in tasks:
         family, steps = families[task], get_task(task).horizon or args.steps
@@ -88,10 +94,9 @@ def main(argv=None):
             results[task][entry.label] = shipped
             results[task][entry.label + " tuned"] = tuned
             factors.setdefault(entry.label, {})[task] = best
-            now = paired_comparison({task: results[task]}, entry.label, "adam")[task]
-            then = paired_comparison({task: results[task]}, entry.label + " tuned", "adam")[task]
-            print(f"{task}: {entry.label} minus tuned Adam {now[0]:+.4g} ± {now[1]:.2g} "
-                  f"{now[2]}; step tuned x{best:.3g}: {then[0]:+.4g} ± {then[1]:.2g} {then[2]} "
+            now, then = (paired_comparison({task: results[task]}, label, "adam")[task]
+                         for label in (entry.label, entry.label + " tuned"))
+            print(f"{task}: {entry.label}: {cell(now)}; step tuned: {cell(then, best)} "
                   f"({time.time() - start:.0f} s)", flush=True)
     print("\nMinus tuned Adam, paired over", args.runs, "runs (report families:",
           ", ".join(f for f in tasks if f in REPORT_FAMILIES) + ")\n")
@@ -101,15 +106,10 @@ def main(argv=None):
     report = [t for t in tasks if t in REPORT_FAMILIES]
     selection = [t for t in tasks if t not in REPORT_FAMILIES]
     for entry in entries:
-        for label in (entry.label, entry.label + " tuned"):
+        for label, tuned in ((entry.label, None), (entry.label + " tuned", factors[entry.label])):
             c = paired_comparison(results, label, "adam")
-            cells = []
-            for t in tasks:
-                d, se, verdict = c[t]
-                factor = f" (x{factors[entry.label][t]:.3g})" if label.endswith(" tuned") else ""
-                cells.append(f"{d:+.4f} ± {se:.4f} {verdict}{factor}")
-            rows.append({"optimizer": label, "comparison": c,
-                         "factors": factors[entry.label] if label.endswith(" tuned") else None})
+            cells = [cell(c[t], tuned and tuned[t]) for t in tasks]
+            rows.append({"optimizer": label, "comparison": c, "factors": tuned})
             print(f"| {label} | " + " | ".join(cells) + f" | {counts(c, report)} "
                   f"| {counts(c, selection)} |")
     geo = {e.label: math.exp(np.mean([math.log(v) for v in factors[e.label].values()]))
