@@ -372,7 +372,11 @@ def enable_compilation_cache(path: str | None = None) -> str:
 #: XLA:CPU's multi-threaded Eigen pool has been seen to wedge for good on large vmapped
 #: programs (all workers idle, the result never ready: twice here in ``evaluate`` while a
 #: meta-training process shared the CPU; also reported in PyAutoLabs/PyAutoFit#1530, where
-#: this flag removed it). The evaluation's vmapped runs are such programs.
+#: this flag removed it). The evaluation's vmapped runs are such programs. (The wedge seen
+#: here in 2026-12 was another one that this flag does not prevent: two batched LAPACK QRs
+#: in one program, the random quadratics' rotations; gdb showed both pool threads blocked in
+#: ``lapack_sgeqrf_ffi``'s ``ParallelBatchMap``. Those tasks no longer call LAPACK:
+#: :func:`~hyperadam_optax.tasks.quadratic.householder_q`.)
 _EVALUATE_XLA_FLAG = "--xla_cpu_multi_thread_eigen=false"
 
 
