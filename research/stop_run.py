@@ -28,9 +28,9 @@ def checkpoint_steps(run: pathlib.Path) -> dict[int, pathlib.Path]:
     return found
 
 
-def stop_run(run: pathlib.Path, reason: str, step: int | None = None) -> pathlib.Path:
+def stop_run(run: pathlib.Path, reason: str, step: int | None = None) -> tuple[pathlib.Path, str]:
     """Write ``run/meta_params_{step}.npz`` from checkpoint ``step`` (default: the latest)
-    and set ``card.json``'s ``status``; returns the written path."""
+    and set ``card.json``'s ``status``; returns the written path and the status."""
     steps = checkpoint_steps(run)
     if not steps:
         raise SystemExit(f"{run}: no checkpoints/ckpt_*.npz to stop at")
@@ -53,7 +53,7 @@ def stop_run(run: pathlib.Path, reason: str, step: int | None = None) -> pathlib
         f"meta-parameters there are {out.name} (checkpoints are not committed): "
         f"continue with the command below and --init-from {out}")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return out
+    return out, card["status"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=None,
                         help="the checkpoint's meta-step (default: the latest)")
     args = parser.parse_args(argv)
-    out = stop_run(args.run, args.reason, args.step)
+    out, status = stop_run(args.run, args.reason, args.step)
     print(out)
-    print(json.loads((args.run / "card.json").read_text())["status"])
+    print(status)
 
 
 if __name__ == "__main__":
